@@ -1,0 +1,226 @@
+"""Search-space configs: YAML → frozen, validated dataclasses. Unknown keys are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoprune.errors import ConfigError
+from autoprune.finetune import FinetuneConfig
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str = "cifar10"
+    source: str = "slice"
+    root: str | None = None
+    val_size: float = 0.2
+    train_limit: int | None = None
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class LayersConfig:
+    """Which layers are searched and how far each may be pruned (``min_keep`` = 1 - max ratio)."""
+
+    include: list[str] | None = None
+    exclude: list[str] = field(default_factory=list)
+    min_keep: float = 0.2
+    bounds: dict[str, float] = field(default_factory=dict)  # layer → its own min_keep
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    device: str = "cpu"
+    threads: int = 1
+    batch: int = 1
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    searcher: str = "optuna"  # optuna | amc | random | uniform
+    sampler: str = "tpe"  # tpe | nsga2 | random (optuna only)
+    trials: int = 40
+    seed: int = 0
+    parallel: int = 1
+    startup_trials: int = 10
+
+
+@dataclass(frozen=True)
+class AMCConfig:
+    """Agent settings of the AMC-style RL searcher (see README: AMC searcher)."""
+
+    algorithm: str = "ddpg"  # ddpg | td3
+    warmup_episodes: int = 10
+    noise_sigma: float = 0.5
+    noise_decay: float = 0.95
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    buffer_size: int = 2000
+    gamma: float = 1.0
+    tau: float = 0.01
+    reward: str = "acc"  # acc | error_log_cost
+    net_arch: list[int] = field(default_factory=lambda: [300, 300])
+    gradient_steps: int = 10
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one search needs; mirrors ``search_spaces/*.yaml``."""
+
+    model: str = "resnet20"
+    checkpoint: str | None = None
+    num_classes: int = 10
+    input_size: int | None = None
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    layers: LayersConfig = field(default_factory=LayersConfig)
+    mode: str = "structured"
+    round_to: int = 1
+    budget: str = "0.5"
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    profile: str | None = None
+    profile_grid_points: int = 12
+    search: SearchConfig = field(default_factory=SearchConfig)
+    amc: AMCConfig = field(default_factory=AMCConfig)
+    short_finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(steps=100))
+    final_finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=5))
+    eval_batch_size: int = 512
+
+    def max_ratio(self, layer_names: list[str]) -> dict[str, float]:
+        """Per-layer maximal pruning ratio from ``min_keep`` and per-layer bounds."""
+        out = {}
+        for n in layer_names:
+            keep = self.layers.bounds.get(n, self.layers.min_keep)
+            out[n] = round(1.0 - keep, 6)
+        return out
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with top-level or dotted keys changed, e.g. ``replace(**{"search.trials": 5})``."""
+        d = to_dict(self)
+        for key, value in changes.items():
+            node = d
+            *parents, last = key.split(".")
+            for p in parents:
+                node = node[p]
+            node[last] = value
+        return from_dict(d)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(a, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _convert(vt, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if tp in (int, bool, str) and type(value) is tp:
+        return value
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where or 'config'}: {e}") from e
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    cfg = _build(Config, data, "")
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Config) -> None:
+    if not 0 < cfg.layers.min_keep <= 1:
+        raise ConfigError(f"layers.min_keep must lie in (0, 1], got {cfg.layers.min_keep}")
+    for name, keep in cfg.layers.bounds.items():
+        if not 0 < keep <= 1:
+            raise ConfigError(f"layers.bounds.{name} (min keep) must lie in (0, 1], got {keep}")
+    if cfg.round_to < 1:
+        raise ConfigError(f"round_to must be ≥ 1, got {cfg.round_to}")
+    choices = {
+        "search.searcher": (cfg.search.searcher, ("optuna", "amc", "random", "uniform")),
+        "search.sampler": (cfg.search.sampler, ("tpe", "nsga2", "random")),
+        "mode": (cfg.mode, ("structured", "unstructured", "hybrid")),
+        "amc.algorithm": (cfg.amc.algorithm, ("ddpg", "td3")),
+        "amc.reward": (cfg.amc.reward, ("acc", "error_log_cost")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key} is {value!r}; choose one of {', '.join(allowed)}")
+    if cfg.search.trials < 1 or cfg.search.parallel < 1:
+        raise ConfigError("search.trials and search.parallel must be ≥ 1")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML search-space file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"malformed YAML in {path}{at}: {getattr(e, 'problem', e)}") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    return from_dict(data)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+__all__ = [
+    "AMCConfig",
+    "Config",
+    "DatasetConfig",
+    "DeviceConfig",
+    "LayersConfig",
+    "SearchConfig",
+    "from_dict",
+    "load_config",
+    "to_dict",
+]

@@ -1,0 +1,187 @@
+"""Run Evaluator calls in parallel — in-process, or as Ray tasks locally or on a cluster — and
+the one driver loop every searcher uses: ask → submit → tell on arrival → record."""
+
+from __future__ import annotations
+
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from autoprune.evaluate import EvalResult, Evaluator
+from autoprune.policy import PruningPolicy
+from autoprune.records import TrialLog
+from autoprune.search._base import Proposal, Searcher
+
+Outcome = tuple[EvalResult | None, str | None]
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".strip()
+
+
+class Pool(ABC):
+    """Runs ``evaluator(policy, seed)`` calls; results come back in completion order."""
+
+    slots: int = 1
+
+    @abstractmethod
+    def submit(self, key: int, policy: PruningPolicy, seed: int) -> None: ...
+
+    @abstractmethod
+    def wait(self) -> tuple[int, Outcome]:
+        """Block until one submitted call finishes; return its key and (result, error)."""
+
+    def cancel_all(self) -> None:  # noqa: B027 - optional hook
+        """Drop calls still in flight (on Ctrl-C)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class LocalPool(Pool):
+    """Evaluates in this process, one call at a time (runs at ``wait``)."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+        self.queue: list[tuple[int, PruningPolicy, int]] = []
+
+    def submit(self, key: int, policy: PruningPolicy, seed: int) -> None:
+        self.queue.append((key, policy, seed))
+
+    def wait(self) -> tuple[int, Outcome]:
+        key, policy, seed = self.queue.pop(0)
+        try:
+            return key, (self.evaluator(policy, seed), None)
+        except Exception as e:  # a failing candidate is a failed trial, not a dead search
+            return key, (None, _one_line(e))
+
+    def cancel_all(self) -> None:
+        self.queue.clear()
+
+
+def _evaluate_task(evaluator: Evaluator, policy: dict[str, Any], seed: int) -> Outcome:
+    try:
+        return evaluator(PruningPolicy.from_dict(policy), seed), None
+    except Exception as e:
+        return None, _one_line(e)
+
+
+class RayPool(Pool):
+    """Evaluations as Ray tasks. The evaluator (model weights + data) goes into the object store once.
+
+    Args:
+        evaluator: shipped once with ``ray.put``.
+        address: ``None`` starts a local Ray sized to this machine; ``auto`` or ``ray://host:port``
+            joins a cluster.
+        cpus_per_trial / gpus_per_trial: resources each evaluation reserves (fractions allowed).
+        max_retries: retries of a task whose worker process died (killed, out of memory).
+        slots: evaluations in flight; defaults to what the cluster's CPUs allow.
+    """
+
+    def __init__(self, evaluator: Evaluator, *, address: str | None = None, cpus_per_trial: float = 1.0,
+                 gpus_per_trial: float = 0.0, max_retries: int = 2, slots: int | None = None) -> None:
+        import ray
+
+        self.ray = ray
+        init_ray(address)
+        evaluator.threads = max(1, int(cpus_per_trial))
+        self.ref = ray.put(evaluator)
+        self.task = ray.remote(_evaluate_task).options(
+            num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=max_retries,
+            retry_exceptions=False,
+        )
+        cpus = ray.cluster_resources().get("CPU", 1)
+        self.slots = slots or max(1, int(cpus // max(cpus_per_trial, 1e-9)))
+        self.futures: dict[Any, int] = {}
+
+    def submit(self, key: int, policy: PruningPolicy, seed: int) -> None:
+        self.futures[self.task.remote(self.ref, policy.to_dict(), seed)] = key
+
+    def wait(self) -> tuple[int, Outcome]:
+        (ready,), _ = self.ray.wait(list(self.futures), num_returns=1)
+        key = self.futures.pop(ready)
+        try:
+            return key, self.ray.get(ready)
+        except Exception as e:  # worker died more than max_retries times, or task cancelled
+            return key, (None, _one_line(e))
+
+    def cancel_all(self) -> None:
+        for f in list(self.futures):
+            self.ray.cancel(f, force=True)
+        self.futures.clear()
+
+
+def init_ray(address: str | None = None) -> None:
+    """Start (or join) Ray once: local runs use the machine's CPUs, keep the dashboard on loopback,
+    and leave the home directory alone (``RAY_AUTH_MODE=disabled``)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, dashboard_host="127.0.0.1",
+             log_to_driver=False, configure_logging=False)
+
+
+@dataclass
+class SearchSummary:
+    finished: int
+    failed: int
+    best: dict[str, Any] | None
+    seconds: float
+    interrupted: bool = False
+
+
+def run_search(
+    searcher: Searcher,
+    pool: Pool,
+    log: TrialLog,
+    n_trials: int,
+    *,
+    parallel: int = 1,
+    seed: int = 0,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> SearchSummary:
+    """Drive ``searcher`` until ``n_trials`` trials are recorded in ``log`` (resumed ones count).
+
+    Keeps up to ``parallel`` evaluations in flight; records each result before asking for more.
+    Ctrl-C cancels what is in flight and returns with everything finished saved.
+    """
+    start = time.perf_counter()
+    searcher.resume(log.records)
+    in_flight: dict[int, tuple[Proposal, float]] = {}
+    interrupted = False
+    try:
+        while True:
+            while len(in_flight) < parallel and len(log.records) + len(in_flight) < n_trials:
+                prop = searcher.ask()
+                if prop is None:
+                    break
+                pool.submit(prop.trial, prop.policy, seed + prop.trial)
+                in_flight[prop.trial] = (prop, time.perf_counter())
+            if not in_flight:
+                break
+            key, (result, error) = pool.wait()
+            prop, t0 = in_flight.pop(key)
+            searcher.tell(prop, result, error)
+            rec = log.write(prop, result, error, time.perf_counter() - t0)
+            if on_result is not None:
+                on_result(rec)
+    except KeyboardInterrupt:
+        interrupted = True
+        pool.cancel_all()
+    finally:
+        searcher.close()
+    failed = sum(r["state"] == "FAIL" for r in log.records)
+    return SearchSummary(len(log.records), failed, log.best, time.perf_counter() - start, interrupted)
+
+
+__all__ = ["LocalPool", "Pool", "RayPool", "SearchSummary", "init_ray", "run_search"]

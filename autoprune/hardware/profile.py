@@ -1,0 +1,115 @@
+"""``HardwareProfile``: a measured per-layer latency table for one model on one device, as JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoprune._io import write_json
+from autoprune.errors import ProfileError
+from autoprune.hardware.measure import DeviceSpec
+
+FORMAT = "autoprune.profile/1"
+
+
+@dataclass
+class LayerTable:
+    """Latency (ms) of conv/linear layers sharing one geometry, over a grid of channel counts."""
+
+    modules: list[str]
+    kind: str
+    kernel: int
+    stride: int
+    padding: int
+    depthwise: bool
+    in_hw: list[int]
+    grid_in: list[int]
+    grid_out: list[int]
+    ms: list[list[float]]  # ms[i][j] at grid_in[i], grid_out[j]
+
+
+@dataclass
+class HardwareProfile:
+    """Everything the latency predictor needs, plus the provenance of every number in it."""
+
+    model: str
+    input_shape: list[int]
+    device: str
+    device_name: str
+    threads: int
+    batch: int
+    round_to: int
+    max_ratio: dict[str, float]
+    layers: list[dict[str, Any]]  # name, channels, outs, ins
+    tables: list[LayerTable]
+    dense_ms: float
+    min_ms: float
+    calibration: dict[str, Any]
+    versions: dict[str, str]
+    created: str
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> DeviceSpec:
+        """The measurement setting (built without the CUDA-availability check, to read anywhere)."""
+        return _spec_no_check(self.device, self.threads, self.batch)
+
+    def check_matches(
+        self, *, model: str, spec: DeviceSpec, input_shape: tuple[int, ...], force: bool = False
+    ) -> None:
+        """Refuse a profile recorded for another model, device, thread count, batch or input."""
+        wanted = {"model": model, "device": spec.device, "threads": spec.threads,
+                  "batch": spec.batch, "input_shape": list(input_shape)}
+        have = {"model": self.model, "device": self.device, "threads": self.threads,
+                "batch": self.batch, "input_shape": list(self.input_shape)}
+        diff = [f"{k} {have[k]} (wanted {wanted[k]})" for k in wanted if have[k] != wanted[k]]
+        if spec.device.startswith("cuda"):
+            diff = [d for d in diff if not d.startswith("threads")]
+        if diff and not force:
+            raise ProfileError(
+                "hardware profile was recorded for " + ", ".join(diff) + "; re-run `autoprune "
+                "profile` for this setting or pass --force"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"format": FORMAT, **d}
+
+    def save(self, path: str | Path) -> Path:
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> HardwareProfile:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError as e:
+            raise ProfileError(f"hardware profile not found: {path}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ProfileError(f"hardware profile {path} is not valid JSON: {e}") from e
+        if not isinstance(d, dict) or d.pop("format", None) != FORMAT:
+            raise ProfileError(f"{path} is not an autoprune hardware profile ({FORMAT})")
+        try:
+            d["tables"] = [LayerTable(**t) for t in d["tables"]]
+            return cls(**d)
+        except (TypeError, KeyError) as e:
+            raise ProfileError(f"hardware profile {path} is malformed: {e}") from e
+
+
+def _spec_no_check(device: str, threads: int, batch: int) -> DeviceSpec:
+    spec = object.__new__(DeviceSpec)
+    object.__setattr__(spec, "device", device)
+    object.__setattr__(spec, "threads", threads)
+    object.__setattr__(spec, "batch", batch)
+    return spec
+
+
+def default_profile_path(model: str, spec: DeviceSpec, root: str | Path = "hardware_profiles") -> Path:
+    """``hardware_profiles/<device>-<model>.json``, e.g. ``cpu-t1-b1-resnet20.json``."""
+    safe = model.replace(":", "_").replace("/", "_")
+    return Path(root) / f"{spec.tag}-{safe}.json"
+
+
+__all__ = ["HardwareProfile", "LayerTable", "default_profile_path"]

@@ -1,0 +1,197 @@
+"""Measure a :class:`HardwareProfile`: time each resized layer over its channel grid, then calibrate
+the table against whole-model measurements of random policies."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from autoprune.hardware.measure import (
+    DeviceSpec,
+    device_name,
+    measure_models,
+    pinned_threads,
+    time_many,
+    versions,
+)
+from autoprune.hardware.predictor import LUTPredictor
+from autoprune.hardware.profile import HardwareProfile, LayerTable
+from autoprune.policy import PruningPolicy, kept_channels, random_policy
+from autoprune.prunable import ModuleGeometry, PrunableLayer, module_geometry
+from autoprune.pruning import apply_policy
+
+Progress = Callable[[str, int, int], None]
+
+
+def channel_grid(n: int, max_ratio: float, round_to: int, points: int) -> list[int]:
+    """Up to ``points`` kept-channel counts spanning what the search can produce for ``n`` channels."""
+    reachable = sorted({kept_channels(n, r, round_to) for r in np.linspace(0, max_ratio, 4 * n + 1)})
+    if len(reachable) <= points:
+        return reachable
+    pick = np.unique(np.round(np.linspace(0, len(reachable) - 1, points)).astype(int))
+    return [reachable[i] for i in pick]
+
+
+def _layer_op(g: ModuleGeometry, c_in: int, c_out: int) -> nn.Module:
+    if g.kind == "linear":
+        return nn.Linear(c_in, c_out)
+    groups = c_in if g.depthwise else 1
+    return nn.Conv2d(c_in, c_out, g.kernel, g.stride, g.padding, groups=groups, bias=False)
+
+
+def _time_op(
+    g: ModuleGeometry, c_in: int, c_out: int, spec: DeviceSpec, repeats: int, min_time_s: float
+) -> float:
+    op = _layer_op(g, c_in, c_out).eval().to(spec.device)
+    shape = (spec.batch, c_in) if g.kind == "linear" else (spec.batch, c_in, *g.in_hw)
+    x = torch.randn(*shape, device=spec.device)
+    with torch.inference_mode():
+        return time_many([lambda: op(x)], spec.device, warmup=5, repeats=repeats,
+                         min_time_s=min_time_s, rounds=3)[0].ms
+
+
+def _tables(
+    layers: list[PrunableLayer],
+    geo: dict[str, ModuleGeometry],
+    max_ratio: Mapping[str, float],
+    round_to: int,
+    points: int,
+) -> list[tuple[ModuleGeometry, LayerTable]]:
+    grids_out: dict[str, list[int]] = {}
+    grids_in: dict[str, list[int]] = {}
+    for lay in layers:
+        grid = channel_grid(lay.channels, max_ratio[lay.name], round_to, points)
+        for m in lay.outs:
+            grids_out[m] = grid
+        for m in lay.ins:
+            grids_in[m] = grid
+    shared: dict[tuple, tuple[ModuleGeometry, LayerTable]] = {}
+    for name in sorted(set(grids_out) | set(grids_in), key=list(geo).index):
+        g = geo[name]
+        gi, go = grids_in.get(name, [g.in_channels]), grids_out.get(name, [g.out_channels])
+        if g.depthwise:
+            gi = go = sorted(set(gi) | set(go)) if (name in grids_in or name in grids_out) else gi
+            gi = [c for c in gi if c <= g.in_channels]
+            go = [c for c in go if c <= g.out_channels]
+        key = (g.kind, g.in_channels, g.out_channels, g.kernel, g.stride, g.padding, g.depthwise,
+               g.in_hw, tuple(gi), tuple(go))
+        if key in shared:
+            shared[key][1].modules.append(name)
+            continue
+        table = LayerTable([name], g.kind, g.kernel, g.stride, g.padding, g.depthwise,
+                           list(g.in_hw), gi, go, [])
+        shared[key] = (g, table)
+    return list(shared.values())
+
+
+def profile_model(
+    model_name: str,
+    model: nn.Module,
+    layers: list[PrunableLayer],
+    input_shape: tuple[int, ...],
+    spec: DeviceSpec,
+    *,
+    max_ratio: Mapping[str, float],
+    round_to: int = 1,
+    grid_points: int = 12,
+    calibration_policies: int = 12,
+    repeats: int = 30,
+    min_time_s: float = 0.5,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> HardwareProfile:
+    """Measure the latency table and its calibration for ``model`` on ``spec``.
+
+    Args:
+        max_ratio: per-layer maximal pruning ratio the search may use (sets the channel grid).
+        grid_points: channel counts timed per dimension; the predictor interpolates between them.
+        calibration_policies: random policies measured whole to fit the table to real latency.
+        repeats: timed runs per measurement (the median is kept).
+        min_time_s: each whole-model measurement runs at least this long (a layer a quarter).
+    """
+    report = progress or (lambda *_: None)
+    geo = module_geometry(model, input_shape)
+    tables = _tables(layers, geo, max_ratio, round_to, grid_points)
+    total = sum(len(t.grid_in) * len(t.grid_out) for _, t in tables)
+    done = 0
+    with pinned_threads(spec.threads):
+        for g, t in tables:
+            for ci in t.grid_in:
+                row = []
+                for co in t.grid_out:
+                    c_in, c_out = (min(ci, co), min(ci, co)) if g.depthwise else (ci, co)
+                    row.append(_time_op(g, c_in, c_out, spec, repeats, min_time_s / 4))
+                    done += 1
+                    report("layer table", done, total)
+                t.ms.append(row)
+    profile = HardwareProfile(
+        model=model_name, input_shape=list(input_shape), device=spec.device,
+        device_name=device_name(spec.device), threads=spec.threads, batch=spec.batch,
+        round_to=round_to, max_ratio=dict(max_ratio),
+        layers=[{"name": la.name, "channels": la.channels, "outs": list(la.outs), "ins": list(la.ins)}
+                for la in layers],
+        tables=[t for _, t in tables], dense_ms=0.0, min_ms=0.0, calibration={},
+        versions=versions(), created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    calibrate(profile, model, layers, input_shape, calibration_policies, repeats, min_time_s, seed,
+              report)
+    return profile
+
+
+def _theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    i, j = np.triu_indices(len(x), k=1)
+    ok = x[j] != x[i]
+    if not ok.any():
+        return 0.0, float(np.median(y))
+    slope = float(np.median((y[j] - y[i])[ok] / (x[j] - x[i])[ok]))
+    return slope, float(np.median(y - slope * x))
+
+
+def calibrate(
+    profile: HardwareProfile,
+    model: nn.Module,
+    layers: list[PrunableLayer],
+    input_shape: tuple[int, ...],
+    n_policies: int,
+    repeats: int,
+    min_time_s: float,
+    seed: int,
+    report: Progress,
+) -> None:
+    """Fit ``measured = scale * table_sum + offset`` on dense, maximal and random policies.
+
+    The fit is Theil-Sen (median of pairwise slopes), so one measurement caught in a slow window
+    of a shared machine does not tilt the line.
+    """
+    rng = np.random.default_rng(seed)
+    names = [la.name for la in layers]
+    policies = [
+        PruningPolicy(profile.model, {}, round_to=profile.round_to),
+        PruningPolicy(profile.model, dict(profile.max_ratio), round_to=profile.round_to),
+    ] + [random_policy(profile.model, profile.max_ratio, rng, profile.round_to) for _ in range(n_policies)]
+    raw = LUTPredictor(profile)
+    models = [apply_policy(model, pol, layers, input_shape) if pol.ratios else model for pol in policies]
+    report("calibration", 0, len(policies))
+    timings = measure_models(models, input_shape, profile.spec, repeats=repeats, min_time_s=min_time_s)
+    report("calibration", len(policies), len(policies))
+    points = [(raw.raw_sum(raw.kept(p)), t.ms) for p, t in zip(policies, timings)]
+    x, y = np.array(points).T
+    scale, offset = _theil_sen(x, y)
+    fitted = scale * x + offset
+    profile.dense_ms, profile.min_ms = float(points[0][1]), float(points[1][1])
+    profile.calibration = {
+        "method": "Theil-Sen fit of whole-model latency on the layer-table sum",
+        "scale": float(scale),
+        "offset": float(offset),
+        "policies": len(points),
+        "fit_median_rel_err": float(np.median(np.abs(fitted - y) / y)),
+        "points": [[float(a), float(b)] for a, b in points],
+        "layers": names,
+    }
+
+
+__all__ = ["calibrate", "channel_grid", "profile_model"]

@@ -1,0 +1,134 @@
+"""Apply a :class:`PruningPolicy`: remove channels with torch-pruning, or mask weights by magnitude."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch.nn.utils import prune as nn_prune
+
+from autoprune.errors import PolicyError
+from autoprune.policy import PruningPolicy, kept_channels
+from autoprune.prunable import ROOT_TYPES, PrunableLayer, build_graph, root_group
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Zeroed share of the weights of conv/linear layers after unstructured pruning."""
+
+    zeros: int
+    total: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / max(self.total, 1)
+
+
+def prune_structured(
+    model: nn.Module,
+    policy: PruningPolicy,
+    layers: list[PrunableLayer],
+    input_shape: tuple[int, ...],
+    *,
+    inplace: bool = False,
+) -> nn.Module:
+    """Physically remove the lowest-L2-magnitude channels of each layer, as the policy says.
+
+    Coupled channels (residual adds, depthwise groups) are removed together through the
+    dependency group. The pruned model is checked with a forward pass before it is returned.
+    """
+    policy.check_layers([layer.name for layer in layers])
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    with torch.no_grad():
+        out_shape = model(torch.zeros(1, *input_shape)).shape
+    dg = build_graph(model, input_shape)
+    importance = tp.importance.GroupMagnitudeImportance(p=2)
+    for layer in layers:
+        keep = kept_channels(layer.channels, policy.ratio(layer.name), policy.round_to)
+        if keep >= layer.channels:
+            continue
+        module = model.get_submodule(layer.name)
+        scores = importance(root_group(dg, module, list(range(layer.channels))))
+        drop = torch.argsort(scores)[: layer.channels - keep].tolist()
+        root_group(dg, module, drop).prune(record_history=False)
+    check_forward(model, input_shape, out_shape)
+    return model
+
+
+def check_forward(model: nn.Module, input_shape: tuple[int, ...], out_shape: torch.Size) -> None:
+    """Run a forward pass; raise :class:`PolicyError` if it fails or the output shape changed."""
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, *input_shape))
+    except RuntimeError as e:
+        raise PolicyError(f"pruned model does not run: {str(e).splitlines()[0]}") from e
+    if out.shape != out_shape:
+        raise PolicyError(f"pruned model output shape {tuple(out.shape)} != {tuple(out_shape)}")
+
+
+def prune_unstructured(model: nn.Module, sparsity: dict[str, float], *, global_: bool = False) -> nn.Module:
+    """Zero the smallest-magnitude weights of the named conv/linear layers (in place, made permanent).
+
+    With ``global_`` the per-layer amounts are replaced by one global threshold at the mean amount.
+    """
+    modules = dict(model.named_modules())
+    targets = []
+    for name, amount in sparsity.items():
+        mod = modules.get(name)
+        if not isinstance(mod, ROOT_TYPES):
+            raise PolicyError(f"unstructured pruning needs a conv/linear layer, {name!r} is not one")
+        targets.append((name, mod, amount))
+    if global_ and targets:
+        amount = sum(a for *_, a in targets) / len(targets)
+        nn_prune.global_unstructured(
+            [(m, "weight") for _, m, _ in targets], pruning_method=nn_prune.L1Unstructured, amount=amount
+        )
+    else:
+        for _, mod, amount in targets:
+            nn_prune.l1_unstructured(mod, "weight", amount=amount)
+    for _, mod, _ in targets:
+        nn_prune.remove(mod, "weight")
+    return model
+
+
+def sparsity_report(model: nn.Module) -> SparsityReport:
+    zeros = total = 0
+    for m in model.modules():
+        if isinstance(m, ROOT_TYPES):
+            zeros += int((m.weight == 0).sum())
+            total += m.weight.numel()
+    return SparsityReport(zeros, total)
+
+
+def apply_policy(
+    model: nn.Module, policy: PruningPolicy, layers: list[PrunableLayer], input_shape: tuple[int, ...]
+) -> nn.Module:
+    """Return a pruned copy of ``model``: channels first (structured/hybrid), then masks."""
+    pruned = copy.deepcopy(model)
+    if policy.mode in ("structured", "hybrid"):
+        pruned = prune_structured(pruned, policy, layers, input_shape, inplace=True)
+    if policy.sparsity:
+        pruned = prune_unstructured(pruned, dict(policy.sparsity))
+    return pruned
+
+
+def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """MACs at batch 1 and parameter count."""
+    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
+    return int(macs), int(params)
+
+
+__all__ = [
+    "SparsityReport",
+    "apply_policy",
+    "check_forward",
+    "count_macs_params",
+    "prune_structured",
+    "prune_unstructured",
+    "sparsity_report",
+]

@@ -1,0 +1,104 @@
+"""The run directory: trial log (JSONL, one line per finished trial), best policy, and a lock."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from autoprune.errors import RunLockedError
+from autoprune.evaluate import EvalResult
+from autoprune.policy import PruningPolicy
+from autoprune.search._base import Proposal
+
+TRIALS = "trials.jsonl"
+BEST = "best_policy.json"
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``run_dir/.lock`` so two searches never share a run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            os.close(fd)
+            raise RunLockedError(f"run directory {self.path.parent} is in use by another search") from e
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class TrialLog:
+    """Append-only JSONL of finished trials; each line is flushed and fsynced before the next trial.
+
+    A line half-written by a killed process is ignored on reading.
+    """
+
+    def __init__(self, run_dir: Path, searcher: str) -> None:
+        self.path = run_dir / TRIALS
+        self.best_path = run_dir / BEST
+        self.searcher = searcher
+        self.records = self.read(self.path)
+        self.best = max((r for r in self.records if r["state"] == "COMPLETE"),
+                        key=lambda r: r["accuracy"], default=None)
+
+    @staticmethod
+    def read(path: Path) -> list[dict[str, Any]]:
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def write(self, proposal: Proposal, result: EvalResult | None, error: str | None,
+              seconds: float) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "trial": proposal.trial,
+            "searcher": self.searcher,
+            "state": "COMPLETE" if result is not None else "FAIL",
+            "time": time.time(),
+            "seconds": round(seconds, 3),
+            "params": dict(proposal.params),
+            "policy": proposal.policy.to_dict(),
+        }
+        if result is not None:
+            rec.update(accuracy=result.accuracy, predicted_ms=result.predicted_ms, macs=result.macs,
+                       params_count=result.params, kept=result.kept, seed=result.seed,
+                       finetune_s=result.finetune_s, eval_s=result.eval_s)
+        else:
+            rec["error"] = error or "failed"
+        with self.path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records.append(rec)
+        if result is not None and (self.best is None or result.accuracy > self.best["accuracy"]):
+            self.best = rec
+            PruningPolicy.from_dict(rec["policy"]).with_metadata(
+                val_accuracy=result.accuracy, predicted_ms=result.predicted_ms, macs=result.macs
+            ).save(self.best_path)
+        return rec
+
+
+__all__ = ["BEST", "TRIALS", "RunLock", "TrialLog"]

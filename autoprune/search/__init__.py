@@ -1,0 +1,33 @@
+"""Searchers over per-layer pruning ratios: Optuna (TPE / NSGA-II), AMC-style RL, baselines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autoprune.errors import ConfigError
+from autoprune.search._base import Proposal, SearchContext, Searcher
+from autoprune.search.baselines import RandomSearcher, UniformSearcher
+
+SEARCHERS = ("optuna", "amc", "random", "uniform")
+
+
+def make_searcher(name: str, ctx: SearchContext, **options: Any) -> Searcher:
+    """Build a searcher by name (``optuna``, ``amc``, ``random``, ``uniform``)."""
+    if name == "optuna":
+        from autoprune.search.optuna_search import OptunaSearcher
+
+        return OptunaSearcher(ctx, sampler=options.get("sampler", "tpe"),
+                              storage=options.get("storage"),
+                              startup_trials=options.get("startup_trials", 10))
+    if name == "amc":
+        from autoprune.search.amc import AMCSearcher
+
+        return AMCSearcher(ctx, options["amc"])
+    if name == "random":
+        return RandomSearcher(ctx)
+    if name == "uniform":
+        return UniformSearcher(ctx)
+    raise ConfigError(f"unknown searcher {name!r}; choose one of {', '.join(SEARCHERS)}")
+
+
+__all__ = ["SEARCHERS", "Proposal", "SearchContext", "Searcher", "make_searcher"]

@@ -1,0 +1,76 @@
+"""The searcher plug-in point: propose policies (``ask``), learn from results (``tell``)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from autoprune.budget import fit_to_budget
+from autoprune.evaluate import EvalResult
+from autoprune.hardware.predictor import LatencyPredictor
+from autoprune.policy import PruningPolicy
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What every searcher knows: the space, the budget and where to keep its state."""
+
+    model: str
+    layers: list[str]
+    max_ratio: Mapping[str, float]
+    round_to: int
+    predictor: LatencyPredictor
+    budget_ms: float
+    run_dir: Path
+    seed: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def fit(self, ratios: Mapping[str, float], **metadata: Any) -> PruningPolicy:
+        """A policy from raw ratios, moved onto the budget (see :func:`fit_to_budget`)."""
+        raw = PruningPolicy(self.model, {n: float(ratios.get(n, 0.0)) for n in self.layers},
+                            round_to=self.round_to)
+        fitted = fit_to_budget(raw, self.max_ratio, self.predictor, self.budget_ms)
+        return fitted.with_metadata(**metadata)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One candidate: a trial number unique within the run, and the policy to evaluate."""
+
+    trial: int
+    policy: PruningPolicy
+    params: Mapping[str, float] = field(default_factory=dict)
+
+
+class Searcher(ABC):
+    """Base class of all searchers. Subclasses implement :meth:`ask` and :meth:`tell`.
+
+    The driver loop (:func:`autoprune.distributed.run_search`) owns evaluation, records and resume
+    bookkeeping; a searcher only proposes and learns. ``ask`` may be called several times before
+    the matching ``tell`` when trials run in parallel.
+    """
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, ctx: SearchContext) -> None:
+        self.ctx = ctx
+
+    @abstractmethod
+    def ask(self) -> Proposal | None:
+        """Next candidate, or ``None`` when this searcher has nothing left to propose."""
+
+    @abstractmethod
+    def tell(self, proposal: Proposal, result: EvalResult | None, error: str | None = None) -> None:
+        """Report a finished candidate (``result``) or its failure (``error``)."""
+
+    def resume(self, finished: list[dict[str, Any]]) -> None:  # noqa: B027 - optional hook
+        """Restore state from the run's finished trial records (default: nothing to restore)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (storage connections, files)."""
+
+
+__all__ = ["Proposal", "SearchContext", "Searcher"]
