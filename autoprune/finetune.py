@@ -59,7 +59,7 @@ def finetune(
     if total <= 0:
         return float("nan")
     torch.manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     use_teacher = teacher is not None and cfg.distill > 0
@@ -83,7 +83,7 @@ def finetune(
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
             if progress is not None:
                 progress(step, total, losses[-1])

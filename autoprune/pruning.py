@@ -46,6 +46,7 @@ def prune_structured(
     model.eval()
     with torch.no_grad():
         out_shape = model(torch.zeros(1, *input_shape)).shape
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     dg = build_graph(model, input_shape)
     importance = tp.importance.GroupMagnitudeImportance(p=2)
     for layer in layers:
@@ -56,6 +57,9 @@ def prune_structured(
         scores = importance(root_group(dg, module, list(range(layer.channels))))
         drop = torch.argsort(scores)[: layer.channels - keep].tolist()
         root_group(dg, module, drop).prune(record_history=False)
+    for n, p in model.named_parameters():  # pruning re-creates parameters; keep frozen ones frozen
+        if n in frozen:
+            p.requires_grad_(False)
     check_forward(model, input_shape, out_shape)
     return model
 

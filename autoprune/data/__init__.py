@@ -92,7 +92,7 @@ def load_cifar10(
         source: ``slice`` (bundled, offline), ``exact`` / ``jpeg`` (the shared npz containers under
             ``root``) or ``torchvision`` (a ``cifar-10-batches-py`` folder under ``root``).
         root: folder holding the files; defaults per source.
-        val_size: validation images, as a count or a fraction of train.
+        val_size: validation images: a count (≥ 1) or a fraction of train (< 1).
         train_limit: keep at most this many training images (after carving validation).
         seed: seed for the split.
     """
@@ -112,7 +112,7 @@ def load_cifar10(
     tx, ty, sx, sy = arrays
     if len(ty) == 0 or len(sy) == 0:
         raise DataError(f"dataset source {source!r} is empty")
-    n_val = int(round(val_size * len(ty))) if isinstance(val_size, float) else int(val_size)
+    n_val = int(round(val_size * len(ty))) if val_size < 1 else int(val_size)
     if not 0 < n_val < len(ty):
         raise DataError(f"val_size {val_size} leaves no train or no validation images of {len(ty)}")
     rng = np.random.default_rng(seed)

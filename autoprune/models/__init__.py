@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from autoprune.errors import CheckpointError, ConfigError
-from autoprune.models.cifar_resnet import CifarResNet
+from autoprune.models.cifar_resnet import CifarResNet, to_prunable_shortcuts
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHARED_PRETRAINED = Path(__file__).resolve().parents[2].parent / "shared/data/pretrained/akamaster_resnet_cifar10"
@@ -136,13 +136,17 @@ def build_model(
     ckpt = checkpoint if checkpoint is not None else (default_checkpoint(name) if pretrained else None)
     if ckpt is not None:
         state = load_state_dict(ckpt)
+        if isinstance(model, CifarResNet) and any(".shortcut." in k for k in state):
+            to_prunable_shortcuts(model)  # saved in the prunable form (e.g. by autoprune export)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             raise CheckpointError(
-                f"checkpoint {ckpt} does not fit model {name!r}: "
-                + str(e).splitlines()[0 if len(str(e).splitlines()) < 2 else 1].strip()
+                f"checkpoint {ckpt} does not fit model {name!r}: {lines[-1] if lines else e}"
             ) from e
+    if isinstance(model, CifarResNet):
+        to_prunable_shortcuts(model)  # akamaster format: convert after loading
     return model.eval()
 
 

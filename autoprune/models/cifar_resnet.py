@@ -18,6 +18,29 @@ class PadShortcut(nn.Module):
         return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
 
 
+class SelectShortcut(nn.Conv2d):
+    """The option-A shortcut written as a frozen 1×1 stride-2 convolution whose weight is the
+    0/1 matrix embedding the input channels between the zero pads: the same function as
+    :class:`PadShortcut`, but a layer torch-pruning understands, so residual stage widths can be
+    pruned too (the weight stays a channel selection after pruning)."""
+
+    def __init__(self, in_planes: int, pad: int) -> None:
+        super().__init__(in_planes, in_planes + 2 * pad, 1, stride=2, bias=False)
+        with torch.no_grad():
+            self.weight.zero_()
+            for i in range(in_planes):
+                self.weight[pad + i, i] = 1.0
+        self.weight.requires_grad_(False)
+
+
+def to_prunable_shortcuts(model: nn.Module) -> nn.Module:
+    """Replace every :class:`PadShortcut` by the equivalent :class:`SelectShortcut` (in place)."""
+    for block in model.modules():
+        if isinstance(block, BasicBlock) and isinstance(block.shortcut, PadShortcut):
+            block.shortcut = SelectShortcut(block.conv1.in_channels, block.shortcut.pad)
+    return model
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 

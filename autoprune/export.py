@@ -1,0 +1,246 @@
+"""Apply a policy for real, fine-tune, re-measure on the device, and export the result:
+``best_policy.json``, ``model.pt`` (state dict, rebuilt from the policy), ``model.onnx``, report."""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autoprune._io import write_json, write_with
+from autoprune.budget import LatencyBudget
+from autoprune.errors import CheckpointError, PolicyError
+from autoprune.finetune import accuracy, finetune
+from autoprune.hardware import HardwareProfile, LUTPredictor
+from autoprune.hardware.measure import measure_models
+from autoprune.models import build_model, load_state_dict
+from autoprune.policy import PruningPolicy
+from autoprune.prunable import discover
+from autoprune.pruning import apply_policy, count_macs_params, sparsity_report
+from autoprune.workspace import Workspace
+
+Progress = Callable[[str, int, int], None]
+POLICY, MODEL, ONNX, REPORT = "best_policy.json", "model.pt", "model.onnx", "report.json"
+
+
+@dataclass
+class ExportReport:
+    """Dense vs pruned, measured on the device; accuracy on validation and (only here) test."""
+
+    model: str
+    policy: dict[str, Any]
+    budget_ms: float
+    dense: dict[str, float]
+    pruned: dict[str, float]
+    predicted_ms: float
+    device: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)
+    onnx_max_abs_diff: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def within_budget(self) -> bool:
+        return self.pruned["latency_ms"] <= self.budget_ms
+
+    @property
+    def prediction_error(self) -> float:
+        return (self.predicted_ms - self.pruned["latency_ms"]) / self.pruned["latency_ms"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "within_budget": self.within_budget,
+                "prediction_error": self.prediction_error}
+
+
+def check_policy_fits(policy: PruningPolicy, ws: Workspace) -> None:
+    if policy.model != ws.config.model:
+        raise PolicyError(f"policy is for model {policy.model!r}, but the config prunes "
+                          f"{ws.config.model!r}")
+    policy.check_layers(ws.layer_names)
+
+
+def load_pruned_model(policy_path: str | Path, state_path: str | Path, *,
+                      num_classes: int = 10, input_size: int | None = None) -> nn.Module:
+    """Rebuild a pruned model with no pickled code: dense architecture from the registry, the
+    policy's channel counts, then the saved tensors (``weights_only=True``)."""
+    from autoprune.models import model_spec
+
+    policy = PruningPolicy.load(policy_path)
+    spec = model_spec(policy.model, num_classes, input_size)
+    dense = build_model(policy.model, num_classes, pretrained=False)
+    layers = discover(dense, spec.input_shape)
+    structured = PruningPolicy(policy.model, policy.ratios, "structured" if policy.mode !=
+                               "unstructured" else "unstructured", policy.round_to)
+    model = apply_policy(dense, structured, layers, spec.input_shape)
+    state = load_state_dict(state_path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{state_path} does not fit the pruned architecture of "
+                              f"{policy_path}: {str(e).splitlines()[0]}") from e
+    return model.eval()
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> float:
+    """Write ONNX (dynamic batch) and return the max |ONNX − PyTorch| on a random batch of 2."""
+    import onnxruntime as ort
+
+    x = torch.randn(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(copy.deepcopy(model).eval(), (x,), str(tmp), input_names=["input"],
+                              output_names=["logits"], dynamo=True, verbose=False,
+                              dynamic_shapes=({0: batch},), external_data=False)
+
+    write_with(path, write)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        want = model.eval()(x).numpy()
+    diff = float(np.abs(got - want).max())
+    if diff > 1e-3:
+        path.unlink(missing_ok=True)
+        raise PolicyError(f"ONNX output differs from PyTorch by {diff:.2e}; export refused")
+    return diff
+
+
+def apply_and_export(
+    ws: Workspace,
+    policy: PruningPolicy,
+    profile: HardwareProfile,
+    out_dir: Path,
+    *,
+    budget: str | None = None,
+    finetune_final: bool = True,
+    onnx: bool = True,
+    progress: Progress | None = None,
+    measure_kwargs: dict[str, Any] | None = None,
+) -> ExportReport:
+    """Prune ``ws.model`` with ``policy``, fine-tune with the final recipe, score, time, export."""
+    start = time.perf_counter()
+    report = progress or (lambda *_: None)
+    check_policy_fits(policy, ws)
+    data = ws.load_data()
+    cfg = ws.config
+    budget_ms = LatencyBudget.parse(budget or cfg.budget).resolve(profile.dense_ms)
+    dense = ws.model
+    pruned = apply_policy(dense, policy, ws.layers, ws.input_shape)
+    before = accuracy(pruned, data.val, cfg.eval_batch_size)
+    if finetune_final:
+        finetune(pruned, data.train, cfg.final_finetune, seed=cfg.search.seed, teacher=dense,
+                 progress=lambda s, n, _loss: report("final fine-tune", s, n))
+    report("measuring latency", 0, 1)
+    t_dense, t_pruned = measure_models([dense, pruned], ws.input_shape, profile.spec,
+                                       **(measure_kwargs or {}))
+    report("measuring latency", 1, 1)
+
+    def stats(model: nn.Module, timing: Any) -> dict[str, float]:
+        macs, params = count_macs_params(model, ws.input_shape)
+        return {"val_acc": accuracy(model, data.val, cfg.eval_batch_size),
+                "test_acc": accuracy(model, data.test, cfg.eval_batch_size),
+                "latency_ms": timing.ms, "latency_median_ms": timing.median_ms,
+                "macs": macs, "params": params, "sparsity": sparsity_report(model).sparsity}
+
+    result = ExportReport(
+        model=cfg.model, policy=policy.to_dict(), budget_ms=budget_ms,
+        dense=stats(dense, t_dense), pruned={**stats(pruned, t_pruned), "val_acc_before_ft": before},
+        predicted_ms=LUTPredictor(profile).predict(policy),
+        device={"device": profile.device, "name": profile.device_name, "threads": profile.threads,
+                "batch": profile.batch, "versions": profile.versions},
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    policy.save(out_dir / POLICY)
+    write_with(out_dir / MODEL, lambda p: torch.save(pruned.state_dict(), p))
+    result.files = {"policy": str(out_dir / POLICY), "model": str(out_dir / MODEL)}
+    if onnx:
+        result.onnx_max_abs_diff = export_onnx(pruned, ws.input_shape, out_dir / ONNX)
+        result.files["onnx"] = str(out_dir / ONNX)
+    result.seconds = time.perf_counter() - start
+    write_json(out_dir / REPORT, result.to_dict())
+    result.files["report"] = str(out_dir / REPORT)
+    return result
+
+
+def export_dir(src: Path, dst: Path, *, onnx: bool = True) -> dict[str, Any]:
+    """Export an applied run (``src`` holds best_policy.json, model.pt, report.json): reload the
+    model from policy + tensors (proving it reloads), write ONNX with a parity check and a
+    markdown report into ``dst``."""
+    import json
+    import shutil
+
+    for name in (POLICY, MODEL, REPORT):
+        if not (src / name).is_file():
+            raise PolicyError(f"{src} has no {name}: run `autoprune apply` first")
+    rep = json.loads((src / REPORT).read_text())
+    policy = PruningPolicy.load(src / POLICY)
+    from autoprune.models import model_spec
+
+    spec = model_spec(policy.model)
+    model = load_pruned_model(src / POLICY, src / MODEL)
+    dst.mkdir(parents=True, exist_ok=True)
+    if src.resolve() != dst.resolve():
+        for name in (POLICY, MODEL):
+            write_with(dst / name, lambda p, n=name: shutil.copyfile(src / n, p))
+    if onnx:
+        rep["onnx_max_abs_diff"] = export_onnx(model, spec.input_shape, dst / ONNX)
+        rep.setdefault("files", {})["onnx"] = str(dst / ONNX)
+    write_json(dst / REPORT, rep)
+    from autoprune._io import write_text
+
+    write_text(dst / "report.md", markdown_report(rep))
+    return rep
+
+
+def markdown_report(rep: dict[str, Any]) -> str:
+    d, p = rep["dense"], rep["pruned"]
+    dev = rep["device"]
+    rows = [
+        ("validation top-1 (%)", f"{d['val_acc']:.2f}", f"{p['val_acc']:.2f}"),
+        ("test top-1 (%)", f"{d['test_acc']:.2f}", f"{p['test_acc']:.2f}"),
+        ("measured latency (ms)", f"{d['latency_ms']:.3f}", f"{p['latency_ms']:.3f}"),
+        ("predicted latency (ms)", "", f"{rep['predicted_ms']:.3f}"),
+        ("MACs (M)", f"{d['macs'] / 1e6:.2f}", f"{p['macs'] / 1e6:.2f}"),
+        ("params (K)", f"{d['params'] / 1e3:.1f}", f"{p['params'] / 1e3:.1f}"),
+    ]
+    lines = [
+        f"# autoprune report: {rep['model']}",
+        "",
+        f"Device: {dev['name']} ({dev['device']}, {dev['threads']} thread(s), batch {dev['batch']}); "
+        f"torch {dev['versions'].get('torch')}.",
+        f"Budget: {rep['budget_ms']:.3f} ms — measured {p['latency_ms']:.3f} ms "
+        f"({'within' if rep['within_budget'] else 'OVER'} budget; prediction error "
+        f"{100 * rep['prediction_error']:+.1f} %).",
+        "",
+        "| | dense | pruned |",
+        "|---|---:|---:|",
+        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        "",
+        "Per-layer pruning ratios:",
+        "",
+        "| layer | ratio |",
+        "|---|---:|",
+        *[f"| {k} | {v:.3f} |" for k, v in rep["policy"]["ratios"].items()],
+    ]
+    if rep.get("onnx_max_abs_diff") is not None:
+        lines += ["", f"ONNX parity (onnxruntime vs PyTorch): max |diff| = {rep['onnx_max_abs_diff']:.2e}"]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "ExportReport",
+    "apply_and_export",
+    "export_dir",
+    "export_onnx",
+    "load_pruned_model",
+    "markdown_report",
+]
