@@ -1,0 +1,41 @@
+"""Shared helpers for benchmarks: provenance of every number, and writing results files."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from autoprune._io import write_json, write_text
+from autoprune.hardware.measure import device_name, versions
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def provenance(device: str = "cpu", threads: int | None = None, batch: int | None = None) -> dict[str, Any]:
+    """Device, threads, batch, library versions, git commit and time for a results file."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    import optuna
+    import torch
+
+    return {
+        "device": device,
+        "device_name": device_name(device),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "batch": batch,
+        "versions": {**versions(), "optuna": optuna.__version__, "torch_threads": torch.get_num_threads()},
+        "git_commit": commit,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def save(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    """Write ``results/<name>.json`` and ``results/<name>.md`` atomically."""
+    return write_json(RESULTS / f"{name}.json", data), write_text(RESULTS / f"{name}.md", markdown)

@@ -1,0 +1,92 @@
+"""How well does the hardware profile predict real latency? Predicted vs measured for random
+policies, measured interleaved on the profile's device.
+
+    python -m benchmarks.latency_predictor [--config search_spaces/resnet20_cifar10.yaml] [--n 50]
+
+Writes ``benchmarks/results/latency_predictor-<device>-<model>.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from autoprune.config import load_config
+from autoprune.hardware import LUTPredictor
+from autoprune.hardware.measure import measure_models
+from autoprune.pipeline import ensure_profile
+from autoprune.policy import random_policy
+from autoprune.pruning import apply_policy
+from autoprune.workspace import build_workspace
+from benchmarks._common import RESULTS, provenance, save
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", default="search_spaces/resnet20_cifar10.yaml")
+    ap.add_argument("--n", type=int, default=50, help="random policies")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    if args.threads or args.batch:
+        cfg = cfg.replace(**{"device.threads": args.threads or cfg.device.threads,
+                             "device.batch": args.batch or cfg.device.batch})
+    ws = build_workspace(cfg)
+    profile, path, measured = ensure_profile(ws)
+    pred = LUTPredictor(profile)
+    rng = np.random.default_rng(args.seed)
+    policies = [random_policy(cfg.model, ws.max_ratio, rng, cfg.round_to) for _ in range(args.n)]
+    models = [apply_policy(ws.model, p, ws.layers, ws.input_shape) for p in policies]
+    timings = measure_models(models, ws.input_shape, profile.spec)
+    predicted = np.array([pred.predict(p) for p in policies])
+    measured_ms = np.array([t.ms for t in timings])
+    rel = (predicted - measured_ms) / measured_ms
+    absrel = np.abs(rel)
+    summary = {
+        "model": cfg.model, "profile": str(path), "profile_measured_now": measured,
+        "policies": args.n, "seed": args.seed,
+        "median_abs_rel_err": float(np.median(absrel)), "p90_abs_rel_err": float(np.percentile(absrel, 90)),
+        "max_abs_rel_err": float(absrel.max()), "mean_signed_rel_err": float(rel.mean()),
+        "dense_ms_profile": profile.dense_ms,
+    }
+    data = {"summary": summary,
+            "provenance": provenance(profile.device, profile.threads, profile.batch),
+            "points": [{"predicted_ms": float(a), "measured_ms": float(b), "median_ms": t.median_ms}
+                       for a, b, t in zip(predicted, measured_ms, timings)]}
+    tag = f"latency_predictor-{profile.spec.tag}-{cfg.model}"
+    prov = data["provenance"]
+    md = (f"# Latency predictor accuracy: {cfg.model} on {profile.device_name}\n\n"
+          f"{profile.device}, {profile.threads} thread(s), batch {profile.batch}; torch "
+          f"{prov['versions']['torch']}; commit {prov['git_commit']}; {prov['date']}.\n\n"
+          f"| policies | median abs. error | p90 | worst | mean signed |\n|---:|---:|---:|---:|---:|\n"
+          f"| {args.n} | {100 * summary['median_abs_rel_err']:.1f} % | "
+          f"{100 * summary['p90_abs_rel_err']:.1f} % | {100 * summary['max_abs_rel_err']:.1f} % | "
+          f"{100 * summary['mean_signed_rel_err']:+.1f} % |\n\n![scatter]({tag}.png)\n")
+    save(tag, data, md)
+    _plot(predicted, measured_ms, RESULTS / f"{tag}.png", f"{cfg.model} · {profile.spec.tag}")
+    print(md)
+    return data
+
+
+def _plot(pred: np.ndarray, meas: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(meas, pred, s=14)
+    lo, hi = min(meas.min(), pred.min()) * 0.95, max(meas.max(), pred.max()) * 1.05
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set(xlabel="measured latency (ms)", ylabel="predicted latency (ms)", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
