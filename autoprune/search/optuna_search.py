@@ -20,6 +20,18 @@ def default_storage(ctx: SearchContext) -> str:
     return f"sqlite:///{(ctx.run_dir / 'study.db').resolve()}"
 
 
+def _make_sampler(kind: str, seed: int, startup_trials: int) -> optuna.samplers.BaseSampler:
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup_trials, multivariate=True, constant_liar=True
+        )
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, constraints_func=lambda t: [t.user_attrs.get("violation_ms", 0.0)]
+        )
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
 class OptunaSearcher(Searcher):
     """Per-layer ratios as Optuna float parameters, driven by ask/tell.
 
@@ -39,21 +51,15 @@ class OptunaSearcher(Searcher):
         super().__init__(ctx)
         optuna.logging.set_verbosity(logging.WARNING)
         self.multi = sampler == "nsga2"
-        if sampler == "tpe":
-            smp: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
-                seed=ctx.seed, n_startup_trials=startup_trials, multivariate=True, constant_liar=True
-            )
-        elif sampler == "nsga2":
-            smp = optuna.samplers.NSGAIISampler(
-                seed=ctx.seed, constraints_func=lambda t: [t.user_attrs.get("violation_ms", 0.0)]
-            )
-        else:
-            smp = optuna.samplers.RandomSampler(seed=ctx.seed)
         self.storage = storage or default_storage(ctx)
         self.study = optuna.create_study(
-            storage=self.storage, sampler=smp, study_name=STUDY_NAME, load_if_exists=True,
+            storage=self.storage, study_name=STUDY_NAME, load_if_exists=True,
             directions=["maximize", "minimize"] if self.multi else ["maximize"],
         )
+        # A resumed study gets a sampler seeded past its history: re-seeding with the original
+        # seed would replay the first (random start-up) proposals and evaluate them twice.
+        seed = ctx.seed + len(self.study.get_trials(deepcopy=False))
+        self.study.sampler = _make_sampler(sampler, seed, startup_trials)
         self._trials: dict[int, optuna.Trial] = {}
 
     def resume(self, finished: list[dict[str, Any]]) -> None:
