@@ -33,10 +33,12 @@ def _interp2(t: LayerTable, c_in: float, c_out: float) -> float:
 
 
 class LUTPredictor(LatencyPredictor):
-    """Sum of the table latencies of every resized layer, mapped by the profile's linear calibration.
+    """Table latencies of the resized layers, mapped to whole-model latency by the profile's fit.
 
-    Timing a layer alone adds its own call overhead and misses the unchanged layers, so the raw sum is
-    fitted to whole-model measurements: ``latency = scale * sum + offset``.
+    Timing a layer alone adds its own call overhead and misses what runs around it (batch norm,
+    activations, residual adds, whose cost follows the layer's output size), so the prediction is
+    ``coef[0] * Σ table + coef[1] * Σ output activations (M) + offset``, fitted on whole-model
+    measurements when the profile was made.
     """
 
     def __init__(self, profile: HardwareProfile) -> None:
@@ -50,8 +52,9 @@ class LUTPredictor(LatencyPredictor):
             for m in lay["ins"]:
                 self._ins.setdefault(m, []).append(lay["name"])
         self._tables = {m: t for t in profile.tables for m in t.modules}
-        self.scale = float(profile.calibration.get("scale", 1.0))
-        self.offset = float(profile.calibration.get("offset", 0.0))
+        cal = profile.calibration
+        self.coef = [float(c) for c in cal.get("coef", [cal.get("scale", 1.0), 0.0])]
+        self.offset = float(cal.get("offset", 0.0))
 
     def kept(self, policy: PruningPolicy) -> dict[str, int]:
         if policy.mode == "unstructured":
@@ -68,12 +71,19 @@ class LUTPredictor(LatencyPredictor):
             c_in = c_out = min(c_in, c_out)
         return c_in, c_out
 
-    def raw_sum(self, kept: Mapping[str, int]) -> float:
-        """Uncalibrated sum of table latencies over the resized modules."""
-        return sum(_interp2(t, *self.module_channels(m, kept)) for m, t in self._tables.items())
+    def features(self, kept: Mapping[str, int]) -> list[float]:
+        """Uncalibrated features: Σ table latency (ms) and Σ output activations (millions)."""
+        table = act = 0.0
+        for m, t in self._tables.items():
+            c_in, c_out = self.module_channels(m, kept)
+            table += _interp2(t, c_in, c_out)
+            if t.kind == "conv":
+                h, w = ((d + 2 * t.padding - t.kernel) // t.stride + 1 for d in t.in_hw)
+                act += c_out * h * w / 1e6
+        return [table, act]
 
     def predict_kept(self, kept: Mapping[str, int]) -> float:
-        return self.scale * self.raw_sum(kept) + self.offset
+        return sum(c * f for c, f in zip(self.coef, self.features(kept))) + self.offset
 
 
 __all__ = ["LUTPredictor", "LatencyPredictor"]

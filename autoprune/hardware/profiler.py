@@ -98,7 +98,7 @@ def profile_model(
     max_ratio: Mapping[str, float],
     round_to: int = 1,
     grid_points: int = 12,
-    calibration_policies: int = 12,
+    calibration_policies: int = 18,
     repeats: int = 30,
     min_time_s: float = 0.5,
     seed: int = 0,
@@ -142,13 +142,19 @@ def profile_model(
     return profile
 
 
-def _theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    i, j = np.triu_indices(len(x), k=1)
-    ok = x[j] != x[i]
-    if not ok.any():
-        return 0.0, float(np.median(y))
-    slope = float(np.median((y[j] - y[i])[ok] / (x[j] - x[i])[ok]))
-    return slope, float(np.median(y - slope * x))
+def robust_fit(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least squares ``y ≈ features @ coef + offset``, refitted once without outliers (residual
+    beyond 3 robust standard deviations: a measurement caught in a slow window)."""
+    X = np.hstack([features, np.ones((len(y), 1))])
+    keep = np.ones(len(y), dtype=bool)
+    for _ in range(2):
+        sol, *_ = np.linalg.lstsq(X[keep], y[keep], rcond=None)
+        resid = y - X @ sol
+        mad = 1.4826 * np.median(np.abs(resid[keep] - np.median(resid[keep]))) + 1e-9
+        keep = np.abs(resid) <= 3 * mad
+        if keep.sum() < X.shape[1] + 2:
+            break
+    return sol[:-1], float(sol[-1])
 
 
 def calibrate(
@@ -162,11 +168,8 @@ def calibrate(
     seed: int,
     report: Progress,
 ) -> None:
-    """Fit ``measured = scale * table_sum + offset`` on dense, maximal and random policies.
-
-    The fit is Theil-Sen (median of pairwise slopes), so one measurement caught in a slow window
-    of a shared machine does not tilt the line.
-    """
+    """Fit whole-model latency of dense, maximal and random policies on the predictor's features
+    (Σ table latency, Σ output activations) with :func:`robust_fit`."""
     rng = np.random.default_rng(seed)
     names = [la.name for la in layers]
     policies = [
@@ -178,18 +181,19 @@ def calibrate(
     report("calibration", 0, len(policies))
     timings = measure_models(models, input_shape, profile.spec, repeats=repeats, min_time_s=min_time_s)
     report("calibration", len(policies), len(policies))
-    points = [(raw.raw_sum(raw.kept(p)), t.ms) for p, t in zip(policies, timings)]
-    x, y = np.array(points).T
-    scale, offset = _theil_sen(x, y)
-    fitted = scale * x + offset
-    profile.dense_ms, profile.min_ms = float(points[0][1]), float(points[1][1])
+    feats = np.array([raw.features(raw.kept(p)) for p in policies])
+    y = np.array([t.ms for t in timings])
+    coef, offset = robust_fit(feats, y)
+    fitted = feats @ coef + offset
+    profile.dense_ms, profile.min_ms = float(y[0]), float(y[1])
     profile.calibration = {
-        "method": "Theil-Sen fit of whole-model latency on the layer-table sum",
-        "scale": float(scale),
-        "offset": float(offset),
-        "policies": len(points),
+        "method": "robust least squares of whole-model latency on [Σ layer-table ms, Σ output "
+                  "activations (M)] + offset",
+        "coef": [float(c) for c in coef],
+        "offset": offset,
+        "policies": len(y),
         "fit_median_rel_err": float(np.median(np.abs(fitted - y) / y)),
-        "points": [[float(a), float(b)] for a, b in points],
+        "points": [[*map(float, f), float(m)] for f, m in zip(feats, y)],
         "layers": names,
     }
 
