@@ -63,6 +63,11 @@ class LocalPool(Pool):
         self.queue.clear()
 
 
+def _warm_task(evaluator: Evaluator) -> int:
+    """Start a worker process and load the evaluator into it (imports torch) ahead of trials."""
+    return os.getpid() if evaluator.layers else 0
+
+
 def _evaluate_task(evaluator: Evaluator, policy: dict[str, Any], seed: int) -> Outcome:
     try:
         return evaluator(PruningPolicy.from_dict(policy), seed), None
@@ -97,6 +102,9 @@ class RayPool(Pool):
         cpus = ray.cluster_resources().get("CPU", 1)
         self.slots = slots or max(1, int(cpus // max(cpus_per_trial, 1e-9)))
         self.futures: dict[Any, int] = {}
+        # Start the workers now so the first trials do not pay process start + torch import.
+        warm = ray.remote(_warm_task).options(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial)
+        ray.get([warm.remote(self.ref) for _ in range(self.slots)])
 
     def submit(self, key: int, policy: PruningPolicy, seed: int) -> None:
         self.futures[self.task.remote(self.ref, policy.to_dict(), seed)] = key
