@@ -26,6 +26,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def read_json(path: str | Path, error: type[Exception], what: str) -> Any:
+    """Parse a JSON file, raising ``error`` with a one-line reason if it is missing or malformed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise error(f"{what} not found: {path}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{what} {path} is not valid JSON: {e}") from e
+
+
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

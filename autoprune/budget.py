@@ -45,7 +45,9 @@ class LatencyBudget:
                 return cls(fraction=float(text[:-1]) / 100)
             return cls(fraction=float(text))
         except ValueError as e:
-            raise ConfigError(f"cannot read latency budget {value!r}: use e.g. 0.5, 50% or 2.5ms") from e
+            raise ConfigError(
+                f"cannot read latency budget {value!r}: use e.g. 0.5, 50% or 2.5ms"
+            ) from e
 
     def resolve(self, dense_ms: float) -> float:
         return self.ms if self.ms is not None else float(self.fraction) * dense_ms  # type: ignore[arg-type]
@@ -78,7 +80,9 @@ def check_feasible(
     return floor
 
 
-def _blend(raw: Mapping[str, float], max_ratio: Mapping[str, float], alpha: float) -> dict[str, float]:
+def _blend(
+    raw: Mapping[str, float], max_ratio: Mapping[str, float], alpha: float
+) -> dict[str, float]:
     if alpha >= 0:
         return {n: raw.get(n, 0.0) + alpha * (b - raw.get(n, 0.0)) for n, b in max_ratio.items()}
     return {n: raw.get(n, 0.0) * (1.0 + alpha) for n in max_ratio}
@@ -103,9 +107,12 @@ def fit_to_budget(
     raw = {n: min(policy.ratio(n), b) for n, b in max_ratio.items()}
 
     def at(alpha: float) -> PruningPolicy:
-        ratios = {n: min(max(r, 0.0), max_ratio[n]) for n, r in _blend(raw, max_ratio, alpha).items()}
-        return PruningPolicy(policy.model, ratios, policy.mode, policy.round_to,
-                             policy.sparsity, policy.metadata)
+        ratios = {
+            n: min(max(r, 0.0), max_ratio[n]) for n, r in _blend(raw, max_ratio, alpha).items()
+        }
+        return PruningPolicy(
+            policy.model, ratios, policy.mode, policy.round_to, policy.sparsity, policy.metadata
+        )
 
     if predictor.predict(at(-1.0)) <= budget_ms:
         return at(-1.0)

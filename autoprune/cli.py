@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -18,8 +18,12 @@ from autoprune.errors import AutopruneError
 if TYPE_CHECKING:
     from autoprune.config import Config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Search per-layer pruning ratios under a latency budget measured on your device.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Search per-layer pruning ratios under a latency budget measured on your device.",
+)
 out = Console()
 err = Console(stderr=True)
 STATE = {"debug": False}
@@ -50,11 +54,23 @@ def _errors() -> Iterator[None]:
 @contextmanager
 def _progress() -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress bar fed by ``callback(task, done, total)``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     tasks: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
 
         def callback(name: str, done: int, total: int) -> None:
             if name not in tasks:
@@ -64,7 +80,7 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
         yield callback
 
 
-def _config(path: Optional[Path], overrides: dict[str, Any]) -> Config:
+def _config(path: Path | None, overrides: dict[str, Any]) -> Config:
     from autoprune.config import from_dict, load_config, to_dict
 
     cfg = load_config(path or DEFAULT_CONFIG)
@@ -82,75 +98,114 @@ def _config(path: Optional[Path], overrides: dict[str, Any]) -> Config:
     return cfg
 
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="Search-space YAML (default: "
-                         "search_spaces/resnet20_cifar10.yaml).", exists=False)
+ConfigOpt = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="Search-space YAML (default: search_spaces/resnet20_cifar10.yaml).",
+    exists=False,
+)
 
 
 @app.command()
 def profile(
-    config: Optional[Path] = ConfigOpt,
-    model: Optional[str] = typer.Option(None, help="Model name (overrides the config)."),
-    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint to load (state dict)."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda[:N]."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads to pin while timing."),
-    batch: Optional[int] = typer.Option(None, help="Batch size to time."),
-    grid_points: Optional[int] = typer.Option(None, help="Channel counts timed per layer."),
-    out_path: Optional[Path] = typer.Option(None, "--out", help="Where to write the profile JSON."),
-    min_time: float = typer.Option(0.5, help="Seconds each whole-model measurement runs at least."),
+    config: Path | None = ConfigOpt,
+    model: str | None = typer.Option(None, help="Model name (overrides the config)."),
+    checkpoint: str | None = typer.Option(None, help="Checkpoint to load (state dict)."),
+    device: str | None = typer.Option(None, help="cpu or cuda[:N]."),
+    threads: int | None = typer.Option(None, help="CPU threads to pin while timing."),
+    batch: int | None = typer.Option(None, help="Batch size to time."),
+    grid_points: int | None = typer.Option(None, help="Channel counts timed per layer."),
+    out_path: Path | None = typer.Option(None, "--out", help="Where to write the profile JSON."),
+    min_time: float = typer.Option(
+        0.5, help="Seconds each whole-model measurement runs at least."
+    ),
 ) -> None:
     """Measure a per-layer latency table for a model on this device (hardware_profiles/*.json)."""
     with _errors():
         from autoprune.workspace import build_workspace
 
-        cfg = _config(config, {"model": model, "checkpoint": checkpoint, "device.device": device,
-                               "device.threads": threads, "device.batch": batch,
-                               "profile_grid_points": grid_points})
+        cfg = _config(
+            config,
+            {
+                "model": model,
+                "checkpoint": checkpoint,
+                "device.device": device,
+                "device.threads": threads,
+                "device.batch": batch,
+                "profile_grid_points": grid_points,
+            },
+        )
         ws = build_workspace(cfg)
         with _progress() as cb:
             prof = ws.measure_profile(progress=cb, min_time_s=min_time)
         path = out_path or ws.profile_path()
         prof.save(path)
         cal = prof.calibration
-        out.print(f"profile written to [bold]{path}[/]\n"
-                  f"  device {prof.device_name} ({prof.device}, {prof.threads} thread(s), batch "
-                  f"{prof.batch})\n  dense {prof.dense_ms:.3f} ms, maximal pruning "
-                  f"{prof.min_ms:.3f} ms; calibration fit error {100 * cal['fit_median_rel_err']:.1f} %"
-                  f" (median over {cal['policies']} whole-model measurements)")
+        out.print(
+            f"profile written to [bold]{path}[/]\n"
+            f"  device {prof.device_name} ({prof.device}, {prof.threads} thread(s), batch "
+            f"{prof.batch})\n  dense {prof.dense_ms:.3f} ms, maximal pruning "
+            f"{prof.min_ms:.3f} ms; calibration fit error {100 * cal['fit_median_rel_err']:.1f} %"
+            f" (median over {cal['policies']} whole-model measurements)"
+        )
 
 
 @app.command()
 def search(
-    config: Optional[Path] = ConfigOpt,
-    budget: Optional[str] = typer.Option(None, help="Latency budget: fraction of dense (0.5, 50%) "
-                                         "or absolute (2.5ms)."),
-    searcher: Optional[str] = typer.Option(None, help="optuna | amc | random | uniform."),
-    sampler: Optional[str] = typer.Option(None, help="Optuna sampler: tpe | nsga2 | random."),
-    trials: Optional[int] = typer.Option(None, help="Number of candidate evaluations."),
-    parallel: Optional[int] = typer.Option(None, help="Evaluations in flight (Ray when > 1)."),
-    seed: Optional[int] = typer.Option(None, help="Search seed."),
-    run_dir: Path = typer.Option(Path("runs/search"), help="Where the study, trial log and best "
-                                 "policy go."),
+    config: Path | None = ConfigOpt,
+    budget: str | None = typer.Option(
+        None, help="Latency budget: fraction of dense (0.5, 50%) or absolute (2.5ms)."
+    ),
+    searcher: str | None = typer.Option(None, help="optuna | amc | random | uniform."),
+    sampler: str | None = typer.Option(None, help="Optuna sampler: tpe | nsga2 | random."),
+    trials: int | None = typer.Option(None, help="Number of candidate evaluations."),
+    parallel: int | None = typer.Option(None, help="Evaluations in flight (Ray when > 1)."),
+    seed: int | None = typer.Option(None, help="Search seed."),
+    run_dir: Path = typer.Option(
+        Path("runs/search"), help="Where the study, trial log and best policy go."
+    ),
     resume: bool = typer.Option(False, help="Continue the search in --run-dir."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster to join: auto or ray://host:port."),
+    address: str | None = typer.Option(None, help="Ray cluster to join: auto or ray://host:port."),
     ray: bool = typer.Option(False, "--ray", help="Use Ray even with --parallel 1."),
     cpus_per_trial: float = typer.Option(1.0, help="CPUs each evaluation reserves."),
-    gpus_per_trial: float = typer.Option(0.0, help="GPUs each evaluation reserves (fractions ok)."),
+    gpus_per_trial: float = typer.Option(
+        0.0, help="GPUs each evaluation reserves (fractions ok)."
+    ),
     max_retries: int = typer.Option(2, help="Retries of an evaluation whose worker died."),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: SQLite in "
-                                          "--run-dir; any SQLAlchemy URL to share a study)."),
+    storage: str | None = typer.Option(
+        None,
+        help="Optuna storage URL (default: SQLite in "
+        "--run-dir; any SQLAlchemy URL to share a study).",
+    ),
     force: bool = typer.Option(False, help="Use a hardware profile that does not match."),
 ) -> None:
     """Search per-layer pruning ratios under the latency budget predicted from the profile."""
     with _errors():
         from autoprune.pipeline import SearchOptions
-        from autoprune.pipeline import search as run
 
-        cfg = _config(config, {"budget": budget, "search.searcher": searcher,
-                               "search.sampler": sampler, "search.trials": trials,
-                               "search.parallel": parallel, "search.seed": seed})
-        opts = SearchOptions(run_dir, resume=resume, address=address, use_ray=ray,
-                             cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                             max_retries=max_retries, storage=storage, force=force)
+        cfg = _config(
+            config,
+            {
+                "budget": budget,
+                "search.searcher": searcher,
+                "search.sampler": sampler,
+                "search.trials": trials,
+                "search.parallel": parallel,
+                "search.seed": seed,
+            },
+        )
+        opts = SearchOptions(
+            run_dir,
+            resume=resume,
+            address=address,
+            use_ray=ray,
+            cpus_per_trial=cpus_per_trial,
+            gpus_per_trial=gpus_per_trial,
+            max_retries=max_retries,
+            storage=storage,
+            force=force,
+        )
         summary = _run_search(cfg, opts)
         _print_summary(summary, run_dir)
 
@@ -163,13 +218,21 @@ def _run_search(cfg: Config, opts: Any) -> Any:
 
         def on_result(rec: dict[str, Any]) -> None:
             state["done"] += 1
-            if rec["state"] == "COMPLETE" and (state["best"] is None or rec["accuracy"] > state["best"]):
+            if rec["state"] == "COMPLETE" and (
+                state["best"] is None or rec["accuracy"] > state["best"]
+            ):
                 state["best"] = rec["accuracy"]
             cb("search", state["done"], cfg.search.trials)
             if state["best"] is not None:
-                out.log(f"trial {rec['trial']}: {rec['state'].lower()}"
-                        + (f", val {rec['accuracy']:.2f} %" if rec["state"] == "COMPLETE" else
-                           f" ({rec.get('error')})") + f"; best {state['best']:.2f} %")
+                out.log(
+                    f"trial {rec['trial']}: {rec['state'].lower()}"
+                    + (
+                        f", val {rec['accuracy']:.2f} %"
+                        if rec["state"] == "COMPLETE"
+                        else f" ({rec.get('error')})"
+                    )
+                    + f"; best {state['best']:.2f} %"
+                )
 
         return run(cfg, opts, progress=cb, on_result=on_result)
 
@@ -177,11 +240,15 @@ def _run_search(cfg: Config, opts: Any) -> Any:
 def _print_summary(summary: Any, run_dir: Path) -> None:
     best = summary.best
     state = "interrupted; finished trials saved" if summary.interrupted else "done"
-    out.print(f"search {state}: {summary.finished} trials ({summary.failed} failed) in "
-              f"{summary.seconds:.0f} s")
+    out.print(
+        f"search {state}: {summary.finished} trials ({summary.failed} failed) in "
+        f"{summary.seconds:.0f} s"
+    )
     if best is not None:
-        out.print(f"best: trial {best['trial']}, validation top-1 {best['accuracy']:.2f} %, "
-                  f"predicted {best['predicted_ms']:.3f} ms → {run_dir / 'best_policy.json'}")
+        out.print(
+            f"best: trial {best['trial']}, validation top-1 {best['accuracy']:.2f} %, "
+            f"predicted {best['predicted_ms']:.3f} ms → {run_dir / 'best_policy.json'}"
+        )
     if summary.interrupted:
         raise typer.Exit(130)
 
@@ -189,9 +256,10 @@ def _print_summary(summary: Any, run_dir: Path) -> None:
 @app.command()
 def apply(
     run_dir: Path = typer.Argument(..., help="A search run directory (or a policy JSON)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config (default: the "
-                                          "run's saved config)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/final)."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Config (default: the run's saved config)."
+    ),
+    out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/final)."),
     finetune: bool = typer.Option(True, help="Run the final fine-tune recipe."),
     force: bool = typer.Option(False, help="Use a hardware profile that does not match."),
 ) -> None:
@@ -201,8 +269,9 @@ def apply(
         _print_report(report.to_dict())
 
 
-def _apply(run_dir: Path, config: Optional[Path], out_dir: Optional[Path], finetune: bool,
-           force: bool) -> Any:
+def _apply(
+    run_dir: Path, config: Path | None, out_dir: Path | None, finetune: bool, force: bool
+) -> Any:
     from autoprune.config import load_config
     from autoprune.export import apply_and_export
     from autoprune.pipeline import best_policy_path, ensure_profile, load_run
@@ -217,14 +286,25 @@ def _apply(run_dir: Path, config: Optional[Path], out_dir: Optional[Path], finet
     else:
         saved, info = load_run(run_dir)
         cfg = load_config(config) if config else saved
-        policy_path, target, budget = best_policy_path(run_dir), out_dir or run_dir / "final", info[
-            "budget"]
+        policy_path, target, budget = (
+            best_policy_path(run_dir),
+            out_dir or run_dir / "final",
+            info["budget"],
+        )
     policy = PruningPolicy.load(policy_path)
     ws = build_workspace(cfg)
     prof, _, _ = ensure_profile(ws, force=force)
     with _progress() as cb:
-        return apply_and_export(ws, policy, prof, target, budget=budget, finetune_final=finetune,
-                                onnx=False, progress=cb)
+        return apply_and_export(
+            ws,
+            policy,
+            prof,
+            target,
+            budget=budget,
+            finetune_final=finetune,
+            onnx=False,
+            progress=cb,
+        )
 
 
 def _print_report(rep: dict[str, Any]) -> None:
@@ -243,18 +323,23 @@ def _print_report(rep: dict[str, Any]) -> None:
     t.add_row("params K", f"{d['params'] / 1e3:.1f}", f"{p['params'] / 1e3:.1f}")
     out.print(t)
     ok = "within" if rep["within_budget"] else "OVER"
-    out.print(f"measured {p['latency_ms']:.3f} ms vs budget {rep['budget_ms']:.3f} ms: {ok} budget;"
-              f" prediction error {100 * rep['prediction_error']:+.1f} %")
+    out.print(
+        f"measured {p['latency_ms']:.3f} ms vs budget {rep['budget_ms']:.3f} ms: {ok} budget;"
+        f" prediction error {100 * rep['prediction_error']:+.1f} %"
+    )
     for kind, path in rep.get("files", {}).items():
         out.print(f"  {kind}: {path}")
 
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="A search run directory (after `apply`) or an "
-                                   "applied folder."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/export)."),
-    onnx: bool = typer.Option(True, help="Also write ONNX, checked against PyTorch with onnxruntime."),
+    run_dir: Path = typer.Argument(
+        ..., help="A search run directory (after `apply`) or an applied folder."
+    ),
+    out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/export)."),
+    onnx: bool = typer.Option(
+        True, help="Also write ONNX, checked against PyTorch with onnxruntime."
+    ),
 ) -> None:
     """Export an applied policy: reloadable model.pt, best_policy.json, model.onnx, report.md."""
     with _errors():
@@ -282,8 +367,15 @@ def demo(
 
         from autoprune.pipeline import SearchOptions
 
-        cfg = _config(DEFAULT_CONFIG, {"search.trials": trials, "search.parallel": parallel,
-                                       "search.searcher": searcher, "budget": budget})
+        cfg = _config(
+            DEFAULT_CONFIG,
+            {
+                "search.trials": trials,
+                "search.parallel": parallel,
+                "search.searcher": searcher,
+                "budget": budget,
+            },
+        )
         if run_dir.exists():
             shutil.rmtree(run_dir)
         out.rule("1/4 search")
@@ -297,8 +389,10 @@ def demo(
         full = export_dir(run_dir / "final", run_dir / "export", onnx=True)
         out.rule("4/4 result")
         _print_report(full)
-        out.print(f"exports in [bold]{run_dir / 'export'}[/] (model.pt, best_policy.json, "
-                  f"model.onnx, report.md); latency {rep.pruned['latency_ms']:.3f} ms")
+        out.print(
+            f"exports in [bold]{run_dir / 'export'}[/] (model.pt, best_policy.json, "
+            f"model.onnx, report.md); latency {rep.pruned['latency_ms']:.3f} ms"
+        )
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m autoprune`

@@ -154,7 +154,9 @@ def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+        raise ConfigError(
+            f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}"
+        )
     hints = typing.get_type_hints(cls)
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
@@ -205,7 +207,9 @@ def load_config(path: str | Path) -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: top level must be a mapping of keys, got {type(data).__name__}"
+        )
     return from_dict(data)
 
 

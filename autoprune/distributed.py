@@ -87,16 +87,27 @@ class RayPool(Pool):
         slots: evaluations in flight; defaults to what the cluster's CPUs allow.
     """
 
-    def __init__(self, evaluator: Evaluator, *, address: str | None = None, cpus_per_trial: float = 1.0,
-                 gpus_per_trial: float = 0.0, max_retries: int = 2, slots: int | None = None) -> None:
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        *,
+        address: str | None = None,
+        cpus_per_trial: float = 1.0,
+        gpus_per_trial: float = 0.0,
+        max_retries: int = 2,
+        slots: int | None = None,
+    ) -> None:
         import ray
 
         self.ray = ray
+        self._owns_ray = not ray.is_initialized() and address is None
         init_ray(address)
         evaluator.threads = max(1, int(cpus_per_trial))
         self.ref = ray.put(evaluator)
         self.task = ray.remote(_evaluate_task).options(
-            num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=max_retries,
+            num_cpus=cpus_per_trial,
+            num_gpus=gpus_per_trial,
+            max_retries=max_retries,
             retry_exceptions=False,
         )
         cpus = ray.cluster_resources().get("CPU", 1)
@@ -122,6 +133,11 @@ class RayPool(Pool):
             self.ray.cancel(f, force=True)
         self.futures.clear()
 
+    def close(self) -> None:
+        """Stop the local Ray this pool started (its workers would disturb latency timing)."""
+        if self._owns_ray:
+            self.ray.shutdown()
+
 
 def init_ray(address: str | None = None) -> None:
     """Start (or join) Ray once: local runs use the machine's CPUs, keep the dashboard on loopback,
@@ -135,8 +151,13 @@ def init_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
         return
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, dashboard_host="127.0.0.1",
-             log_to_driver=False, configure_logging=False)
+    ray.init(
+        num_cpus=os.cpu_count() or 1,
+        include_dashboard=False,
+        dashboard_host="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
+    )
 
 
 @dataclass
@@ -189,7 +210,9 @@ def run_search(
     finally:
         searcher.close()
     failed = sum(r["state"] == "FAIL" for r in log.records)
-    return SearchSummary(len(log.records), failed, log.best, time.perf_counter() - start, interrupted)
+    return SearchSummary(
+        len(log.records), failed, log.best, time.perf_counter() - start, interrupted
+    )
 
 
 __all__ = ["LocalPool", "Pool", "RayPool", "SearchSummary", "init_ray", "run_search"]

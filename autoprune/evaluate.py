@@ -97,7 +97,11 @@ class Evaluator:
             pruned = self.prune(policy)
         except Exception as e:
             raise EvaluationError(f"pruning failed: {e}") from e
-        before = accuracy(pruned, self.val, self.eval_batch_size) if self.score_before_finetune else None
+        before = (
+            accuracy(pruned, self.val, self.eval_batch_size)
+            if self.score_before_finetune
+            else None
+        )
         finetune(pruned, self.train, self.finetune_cfg, seed=seed)
         t1 = time.perf_counter()
         acc = accuracy(pruned, self.val, self.eval_batch_size)

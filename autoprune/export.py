@@ -37,12 +37,14 @@ class ExportReport:
 
     model: str
     policy: dict[str, Any]
-    budget_ms: float
+    budget_ms: float  # resolved against the dense latency measured now, beside the pruned model
     dense: dict[str, float]
     pruned: dict[str, float]
-    predicted_ms: float
+    predicted_ms: float  # the profile's prediction, rescaled by the device's drift since profiling
     device: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
+    predicted_ms_profile: float = 0.0  # the prediction as the profile made it
+    drift: float = 1.0  # dense latency now / dense latency when profiled
     onnx_max_abs_diff: float | None = None
     seconds: float = 0.0
 
@@ -55,19 +57,28 @@ class ExportReport:
         return (self.predicted_ms - self.pruned["latency_ms"]) / self.pruned["latency_ms"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "within_budget": self.within_budget,
-                "prediction_error": self.prediction_error}
+        return {
+            **asdict(self),
+            "within_budget": self.within_budget,
+            "prediction_error": self.prediction_error,
+        }
 
 
 def check_policy_fits(policy: PruningPolicy, ws: Workspace) -> None:
     if policy.model != ws.config.model:
-        raise PolicyError(f"policy is for model {policy.model!r}, but the config prunes "
-                          f"{ws.config.model!r}")
+        raise PolicyError(
+            f"policy is for model {policy.model!r}, but the config prunes {ws.config.model!r}"
+        )
     policy.check_layers(ws.layer_names)
 
 
-def load_pruned_model(policy_path: str | Path, state_path: str | Path, *,
-                      num_classes: int = 10, input_size: int | None = None) -> nn.Module:
+def load_pruned_model(
+    policy_path: str | Path,
+    state_path: str | Path,
+    *,
+    num_classes: int = 10,
+    input_size: int | None = None,
+) -> nn.Module:
     """Rebuild a pruned model with no pickled code: dense architecture from the registry, the
     policy's channel counts, then the saved tensors (``weights_only=True``)."""
     from autoprune.models import model_spec
@@ -76,15 +87,21 @@ def load_pruned_model(policy_path: str | Path, state_path: str | Path, *,
     spec = model_spec(policy.model, num_classes, input_size)
     dense = build_model(policy.model, num_classes, pretrained=False)
     layers = discover(dense, spec.input_shape)
-    structured = PruningPolicy(policy.model, policy.ratios, "structured" if policy.mode !=
-                               "unstructured" else "unstructured", policy.round_to)
+    structured = PruningPolicy(
+        policy.model,
+        policy.ratios,
+        "structured" if policy.mode != "unstructured" else "unstructured",
+        policy.round_to,
+    )
     model = apply_policy(dense, structured, layers, spec.input_shape)
     state = load_state_dict(state_path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{state_path} does not fit the pruned architecture of "
-                              f"{policy_path}: {str(e).splitlines()[0]}") from e
+        raise CheckpointError(
+            f"{state_path} does not fit the pruned architecture of "
+            f"{policy_path}: {str(e).splitlines()[0]}"
+        ) from e
     return model.eval()
 
 
@@ -98,9 +115,17 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> f
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(copy.deepcopy(model).eval(), (x,), str(tmp), input_names=["input"],
-                              output_names=["logits"], dynamo=True, verbose=False,
-                              dynamic_shapes=({0: batch},), external_data=False)
+            torch.onnx.export(
+                copy.deepcopy(model).eval(),
+                (x,),
+                str(tmp),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamo=True,
+                verbose=False,
+                dynamic_shapes=({0: batch},),
+                external_data=False,
+            )
 
     write_with(path, write)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -132,31 +157,59 @@ def apply_and_export(
     check_policy_fits(policy, ws)
     data = ws.load_data()
     cfg = ws.config
-    budget_ms = LatencyBudget.parse(budget or cfg.budget).resolve(profile.dense_ms)
+    budget_spec = LatencyBudget.parse(budget or cfg.budget)
     dense = ws.model
     pruned = apply_policy(dense, policy, ws.layers, ws.input_shape)
     before = accuracy(pruned, data.val, cfg.eval_batch_size)
     if finetune_final:
-        finetune(pruned, data.train, cfg.final_finetune, seed=cfg.search.seed, teacher=dense,
-                 progress=lambda s, n, _loss: report("final fine-tune", s, n))
+        finetune(
+            pruned,
+            data.train,
+            cfg.final_finetune,
+            seed=cfg.search.seed,
+            teacher=dense,
+            progress=lambda s, n, _loss: report("final fine-tune", s, n),
+        )
     report("measuring latency", 0, 1)
-    t_dense, t_pruned = measure_models([dense, pruned], ws.input_shape, profile.spec,
-                                       **(measure_kwargs or {}))
+    t_dense, t_pruned = measure_models(
+        [dense, pruned], ws.input_shape, profile.spec,
+        **(measure_kwargs or {"min_time_s": 2.0, "rounds": 10}),
+    )
+    # Shared machines drift: compare with the dense model measured in the same interleaved rounds,
+    # so a fractional budget means "this share of the dense model's latency" now, as promised.
+    drift = t_dense.ms / profile.dense_ms
+    budget_ms = budget_spec.resolve(t_dense.ms)
+    predicted = LUTPredictor(profile).predict(policy)
     report("measuring latency", 1, 1)
 
     def stats(model: nn.Module, timing: Any) -> dict[str, float]:
         macs, params = count_macs_params(model, ws.input_shape)
-        return {"val_acc": accuracy(model, data.val, cfg.eval_batch_size),
-                "test_acc": accuracy(model, data.test, cfg.eval_batch_size),
-                "latency_ms": timing.ms, "latency_median_ms": timing.median_ms,
-                "macs": macs, "params": params, "sparsity": sparsity_report(model).sparsity}
+        return {
+            "val_acc": accuracy(model, data.val, cfg.eval_batch_size),
+            "test_acc": accuracy(model, data.test, cfg.eval_batch_size),
+            "latency_ms": timing.ms,
+            "latency_median_ms": timing.median_ms,
+            "macs": macs,
+            "params": params,
+            "sparsity": sparsity_report(model).sparsity,
+        }
 
     result = ExportReport(
-        model=cfg.model, policy=policy.to_dict(), budget_ms=budget_ms,
-        dense=stats(dense, t_dense), pruned={**stats(pruned, t_pruned), "val_acc_before_ft": before},
-        predicted_ms=LUTPredictor(profile).predict(policy),
-        device={"device": profile.device, "name": profile.device_name, "threads": profile.threads,
-                "batch": profile.batch, "versions": profile.versions},
+        model=cfg.model,
+        policy=policy.to_dict(),
+        budget_ms=budget_ms,
+        dense=stats(dense, t_dense),
+        pruned={**stats(pruned, t_pruned), "val_acc_before_ft": before},
+        predicted_ms=predicted * drift,
+        predicted_ms_profile=predicted,
+        drift=drift,
+        device={
+            "device": profile.device,
+            "name": profile.device_name,
+            "threads": profile.threads,
+            "batch": profile.batch,
+            "versions": profile.versions,
+        },
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     policy.save(out_dir / POLICY)
@@ -232,7 +285,10 @@ def markdown_report(rep: dict[str, Any]) -> str:
         *[f"| {k} | {v:.3f} |" for k, v in rep["policy"]["ratios"].items()],
     ]
     if rep.get("onnx_max_abs_diff") is not None:
-        lines += ["", f"ONNX parity (onnxruntime vs PyTorch): max |diff| = {rep['onnx_max_abs_diff']:.2e}"]
+        lines += [
+            "",
+            f"ONNX parity (onnxruntime vs PyTorch): max |diff| = {rep['onnx_max_abs_diff']:.2e}",
+        ]
     return "\n".join(lines) + "\n"
 
 

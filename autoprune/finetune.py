@@ -59,8 +59,13 @@ def finetune(
     if total <= 0:
         return float("nan")
     torch.manual_seed(seed)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+    opt = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.momentum > 0,
+    )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     use_teacher = teacher is not None and cfg.distill > 0
     if use_teacher:
@@ -69,15 +74,24 @@ def finetune(
     losses: list[float] = []
     step, epoch = 0, 0
     while step < total:
-        for x, y in train.batches(cfg.batch_size, shuffle=True, augment=cfg.augment, seed=seed + epoch):
+        for x, y in train.batches(
+            cfg.batch_size, shuffle=True, augment=cfg.augment, seed=seed + epoch
+        ):
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             if use_teacher:
                 with torch.no_grad():
                     t_logits = teacher(x)  # type: ignore[misc]
                 t = cfg.temperature
-                kd = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(t_logits / t, 1),
-                              reduction="batchmean") * t * t
+                kd = (
+                    F.kl_div(
+                        F.log_softmax(logits / t, 1),
+                        F.softmax(t_logits / t, 1),
+                        reduction="batchmean",
+                    )
+                    * t
+                    * t
+                )
                 loss = (1 - cfg.distill) * loss + cfg.distill * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()

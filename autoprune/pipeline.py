@@ -17,9 +17,9 @@ from autoprune.config import Config, from_dict, to_dict
 from autoprune.data import Splits
 from autoprune.distributed import LocalPool, Pool, RayPool, SearchSummary, run_search
 from autoprune.errors import ConfigError, PolicyError
-from autoprune.hardware import HardwareProfile, LUTPredictor
+from autoprune.hardware import HardwareProfile
 from autoprune.records import BEST, RunLock, TrialLog
-from autoprune.search import SearchContext, make_searcher
+from autoprune.search import make_searcher
 from autoprune.workspace import Workspace, build_workspace
 
 Progress = Callable[[str, int, int], None]
@@ -27,8 +27,9 @@ RUN_CONFIG = "config.yaml"
 RUN_INFO = "search.json"
 
 
-def ensure_profile(ws: Workspace, *, force: bool = False, progress: Progress | None = None,
-                   **measure: Any) -> tuple[HardwareProfile, Path, bool]:
+def ensure_profile(
+    ws: Workspace, *, force: bool = False, progress: Progress | None = None, **measure: Any
+) -> tuple[HardwareProfile, Path, bool]:
     """Load the device profile for this config, measuring and saving it first if there is none."""
     path = ws.profile_path()
     if path.is_file():
@@ -62,23 +63,36 @@ def _run_config(run_dir: Path, cfg: Config, resume: bool) -> Config:
         old = from_dict(yaml.safe_load(saved.read_text()))
         return old.replace(**{"search.trials": cfg.search.trials})
     if (run_dir / "trials.jsonl").exists():
-        raise ConfigError(f"run directory {run_dir} already holds a search; pass --resume or "
-                          "choose another --run-dir")
+        raise ConfigError(
+            f"run directory {run_dir} already holds a search; pass --resume or "
+            "choose another --run-dir"
+        )
     write_text(saved, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return cfg
 
 
-def make_pool(ws: Workspace, data: Splits, profile: HardwareProfile, opts: SearchOptions,
-              parallel: int) -> Pool:
+def make_pool(
+    ws: Workspace, data: Splits, profile: HardwareProfile, opts: SearchOptions, parallel: int
+) -> Pool:
     if not opts.use_ray and opts.address is None and parallel <= 1:
         return LocalPool(ws.evaluator(data, profile))
-    return RayPool(ws.evaluator(data, profile), address=opts.address,
-                   cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
-                   max_retries=opts.max_retries, slots=parallel)
+    return RayPool(
+        ws.evaluator(data, profile),
+        address=opts.address,
+        cpus_per_trial=opts.cpus_per_trial,
+        gpus_per_trial=opts.gpus_per_trial,
+        max_retries=opts.max_retries,
+        slots=parallel,
+    )
 
 
-def search(cfg: Config, opts: SearchOptions, *, progress: Progress | None = None,
-           on_result: Callable[[dict[str, Any]], None] | None = None) -> SearchSummary:
+def search(
+    cfg: Config,
+    opts: SearchOptions,
+    *,
+    progress: Progress | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> SearchSummary:
     """Search per-layer ratios under the latency budget; results land in ``opts.run_dir``."""
     run_dir = opts.run_dir
     with RunLock(run_dir):
@@ -87,25 +101,47 @@ def search(cfg: Config, opts: SearchOptions, *, progress: Progress | None = None
         profile, profile_path, _ = ensure_profile(ws, force=opts.force, progress=progress)
         budget_ms = ws.budget_ms(profile)
         data = ws.load_data()
-        write_json(run_dir / RUN_INFO, {
-            "model": cfg.model, "searcher": cfg.search.searcher, "budget": cfg.budget,
-            "budget_ms": budget_ms, "dense_ms": profile.dense_ms, "profile": str(profile_path),
-            "device": profile.device, "device_name": profile.device_name,
-            "threads": profile.threads, "batch": profile.batch, "layers": ws.layer_names,
-            "max_ratio": ws.max_ratio, "started": time.time(),
-        })
-        ctx = SearchContext(cfg.model, ws.layer_names, ws.max_ratio, cfg.round_to,
-                            LUTPredictor(profile), budget_ms, run_dir, cfg.search.seed)
-        searcher = make_searcher(cfg.search.searcher, ctx, sampler=cfg.search.sampler,
-                                 storage=opts.storage, startup_trials=cfg.search.startup_trials,
-                                 amc=cfg.amc)
+        write_json(
+            run_dir / RUN_INFO,
+            {
+                "model": cfg.model,
+                "searcher": cfg.search.searcher,
+                "budget": cfg.budget,
+                "budget_ms": budget_ms,
+                "dense_ms": profile.dense_ms,
+                "profile": str(profile_path),
+                "device": profile.device,
+                "device_name": profile.device_name,
+                "threads": profile.threads,
+                "batch": profile.batch,
+                "layers": ws.layer_names,
+                "max_ratio": ws.max_ratio,
+                "started": time.time(),
+            },
+        )
+        ctx = ws.search_context(profile, budget_ms, run_dir)
+        searcher = make_searcher(
+            cfg.search.searcher,
+            ctx,
+            sampler=cfg.search.sampler,
+            storage=opts.storage,
+            startup_trials=cfg.search.startup_trials,
+            amc=cfg.amc,
+        )
         parallel = cfg.search.parallel
         pool = make_pool(ws, data, profile, opts, parallel)
         parallel = min(parallel, pool.slots) if isinstance(pool, RayPool) else 1
         log = TrialLog(run_dir, searcher.name)
         try:
-            return run_search(searcher, pool, log, cfg.search.trials, parallel=parallel,
-                              seed=cfg.search.seed, on_result=on_result)
+            return run_search(
+                searcher,
+                pool,
+                log,
+                cfg.search.trials,
+                parallel=parallel,
+                seed=cfg.search.seed,
+                on_result=on_result,
+            )
         finally:
             pool.close()
 
@@ -113,7 +149,9 @@ def search(cfg: Config, opts: SearchOptions, *, progress: Progress | None = None
 def load_run(run_dir: Path) -> tuple[Config, dict[str, Any]]:
     cfg_path, info_path = run_dir / RUN_CONFIG, run_dir / RUN_INFO
     if not cfg_path.is_file() or not info_path.is_file():
-        raise ConfigError(f"{run_dir} is not an autoprune run directory (no {RUN_CONFIG}/{RUN_INFO})")
+        raise ConfigError(
+            f"{run_dir} is not an autoprune run directory (no {RUN_CONFIG}/{RUN_INFO})"
+        )
     return from_dict(yaml.safe_load(cfg_path.read_text())), json.loads(info_path.read_text())
 
 

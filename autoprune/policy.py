@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from autoprune._io import write_json
+from autoprune._io import read_json, write_json
 from autoprune.errors import PolicyError
 
 Mode = Literal["structured", "unstructured", "hybrid"]
@@ -28,7 +27,7 @@ def kept_channels(n: int, ratio: float, round_to: int = 1) -> int:
     """Channels left when ``ratio`` of ``n`` are pruned, rounded to a multiple of ``round_to``."""
     if round_to >= n:
         return n
-    keep = int(round(n * (1.0 - ratio) / round_to)) * round_to
+    keep = round(n * (1.0 - ratio) / round_to) * round_to
     return max(min(keep, n), round_to, 1)
 
 
@@ -71,12 +70,16 @@ class PruningPolicy:
             self, "sparsity", {k: _check_ratio(k, v, "sparsity") for k, v in self.sparsity.items()}
         )
         if self.mode == "unstructured" and any(self.ratios.values()):
-            raise PolicyError("an unstructured policy removes no channels: put its ratios in 'sparsity'")
+            raise PolicyError(
+                "an unstructured policy removes no channels: put its ratios in 'sparsity'"
+            )
 
     def ratio(self, layer: str) -> float:
         return self.ratios.get(layer, 0.0)
 
-    def check_layers(self, known: Iterable[str], max_ratio: Mapping[str, float] | None = None) -> None:
+    def check_layers(
+        self, known: Iterable[str], max_ratio: Mapping[str, float] | None = None
+    ) -> None:
         """Raise :class:`PolicyError` if a layer is unknown or a ratio is above its bound."""
         known = list(known)
         unknown = sorted(set(self.ratios) - set(known))
@@ -125,25 +128,22 @@ class PruningPolicy:
 
     @classmethod
     def load(cls, path: str | Path) -> PruningPolicy:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as e:
-            raise PolicyError(f"policy file not found: {path}") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise PolicyError(f"policy file {path} is not valid JSON: {e}") from e
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, PolicyError, "policy file"))
 
     def with_metadata(self, **extra: Any) -> PruningPolicy:
-        return PruningPolicy(self.model, self.ratios, self.mode, self.round_to, self.sparsity,
-                             {**self.metadata, **extra})
+        return PruningPolicy(
+            self.model,
+            self.ratios,
+            self.mode,
+            self.round_to,
+            self.sparsity,
+            {**self.metadata, **extra},
+        )
 
 
 def uniform(model: str, layers: Iterable[str], ratio: float, round_to: int = 1) -> PruningPolicy:
     """The same ratio on every layer."""
     return PruningPolicy(model, {name: ratio for name in layers}, round_to=round_to)
-
-
 
 
 def random_policy(

@@ -54,7 +54,9 @@ def module_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str,
     """Record every conv/linear layer's shape and MACs with one forward pass at batch 1."""
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = [
-        m.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(n, tuple(inp[0].shape)))
+        m.register_forward_hook(
+            lambda mod, inp, out, n=n: shapes.__setitem__(n, tuple(inp[0].shape))
+        )
         for n, m in model.named_modules()
         if isinstance(m, ROOT_TYPES)
     ]
@@ -70,14 +72,45 @@ def module_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str,
             continue
         if isinstance(m, nn.Conv2d):
             h, w = shapes[name][2], shapes[name][3]
-            oh = (h + 2 * m.padding[0] - m.dilation[0] * (m.kernel_size[0] - 1) - 1) // m.stride[0] + 1
-            ow = (w + 2 * m.padding[1] - m.dilation[1] * (m.kernel_size[1] - 1) - 1) // m.stride[1] + 1
-            macs = oh * ow * m.out_channels * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-            geo[name] = ModuleGeometry(name, "conv", m.in_channels, m.out_channels, m.kernel_size[0],
-                                       m.stride[0], int(m.padding[0]), m.groups, (h, w), macs)
+            oh = (h + 2 * m.padding[0] - m.dilation[0] * (m.kernel_size[0] - 1) - 1) // m.stride[
+                0
+            ] + 1
+            ow = (w + 2 * m.padding[1] - m.dilation[1] * (m.kernel_size[1] - 1) - 1) // m.stride[
+                1
+            ] + 1
+            macs = (
+                oh
+                * ow
+                * m.out_channels
+                * (m.in_channels // m.groups)
+                * m.kernel_size[0]
+                * m.kernel_size[1]
+            )
+            geo[name] = ModuleGeometry(
+                name,
+                "conv",
+                m.in_channels,
+                m.out_channels,
+                m.kernel_size[0],
+                m.stride[0],
+                int(m.padding[0]),
+                m.groups,
+                (h, w),
+                macs,
+            )
         elif isinstance(m, nn.Linear):
-            geo[name] = ModuleGeometry(name, "linear", m.in_features, m.out_features, 1, 1, 0, 1,
-                                       (1, 1), m.in_features * m.out_features)
+            geo[name] = ModuleGeometry(
+                name,
+                "linear",
+                m.in_features,
+                m.out_features,
+                1,
+                1,
+                0,
+                1,
+                (1, 1),
+                m.in_features * m.out_features,
+            )
     return geo
 
 
@@ -93,7 +126,9 @@ def root_group(dg: tp.DependencyGraph, module: nn.Module, idxs: list[int]) -> tp
     return dg.get_pruning_group(module, pruner.prune_out_channels, idxs)
 
 
-def _still_valid(model: nn.Module, name: str, input_shape: tuple[int, ...], out_shape: torch.Size) -> bool:
+def _still_valid(
+    model: nn.Module, name: str, input_shape: tuple[int, ...], out_shape: torch.Size
+) -> bool:
     trial = copy.deepcopy(model)
     dg = build_graph(trial, input_shape)
     root_group(dg, trial.get_submodule(name), [0]).prune(record_history=False)
@@ -144,4 +179,11 @@ def discover(
     return [PrunableLayer(n, c, i, o, s) for i, (n, c, o, s) in enumerate(found)]
 
 
-__all__ = ["ModuleGeometry", "PrunableLayer", "build_graph", "discover", "module_geometry", "root_group"]
+__all__ = [
+    "ModuleGeometry",
+    "PrunableLayer",
+    "build_graph",
+    "discover",
+    "module_geometry",
+    "root_group",
+]

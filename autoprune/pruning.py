@@ -75,7 +75,9 @@ def check_forward(model: nn.Module, input_shape: tuple[int, ...], out_shape: tor
         raise PolicyError(f"pruned model output shape {tuple(out.shape)} != {tuple(out_shape)}")
 
 
-def prune_unstructured(model: nn.Module, sparsity: dict[str, float], *, global_: bool = False) -> nn.Module:
+def prune_unstructured(
+    model: nn.Module, sparsity: dict[str, float], *, global_: bool = False
+) -> nn.Module:
     """Zero the smallest-magnitude weights of the named conv/linear layers (in place, made permanent).
 
     With ``global_`` the per-layer amounts are replaced by one global threshold at the mean amount.
@@ -85,12 +87,16 @@ def prune_unstructured(model: nn.Module, sparsity: dict[str, float], *, global_:
     for name, amount in sparsity.items():
         mod = modules.get(name)
         if not isinstance(mod, ROOT_TYPES):
-            raise PolicyError(f"unstructured pruning needs a conv/linear layer, {name!r} is not one")
+            raise PolicyError(
+                f"unstructured pruning needs a conv/linear layer, {name!r} is not one"
+            )
         targets.append((name, mod, amount))
     if global_ and targets:
         amount = sum(a for *_, a in targets) / len(targets)
         nn_prune.global_unstructured(
-            [(m, "weight") for _, m, _ in targets], pruning_method=nn_prune.L1Unstructured, amount=amount
+            [(m, "weight") for _, m, _ in targets],
+            pruning_method=nn_prune.L1Unstructured,
+            amount=amount,
         )
     else:
         for _, mod, amount in targets:
@@ -110,7 +116,10 @@ def sparsity_report(model: nn.Module) -> SparsityReport:
 
 
 def apply_policy(
-    model: nn.Module, policy: PruningPolicy, layers: list[PrunableLayer], input_shape: tuple[int, ...]
+    model: nn.Module,
+    policy: PruningPolicy,
+    layers: list[PrunableLayer],
+    input_shape: tuple[int, ...],
 ) -> nn.Module:
     """Return a pruned copy of ``model``: channels first (structured/hybrid), then masks."""
     pruned = copy.deepcopy(model)

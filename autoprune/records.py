@@ -32,7 +32,9 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
             os.close(fd)
-            raise RunLockedError(f"run directory {self.path.parent} is in use by another search") from e
+            raise RunLockedError(
+                f"run directory {self.path.parent} is in use by another search"
+            ) from e
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -56,8 +58,11 @@ class TrialLog:
         self.best_path = run_dir / BEST
         self.searcher = searcher
         self.records = self.read(self.path)
-        self.best = max((r for r in self.records if r["state"] == "COMPLETE"),
-                        key=lambda r: r["accuracy"], default=None)
+        self.best = max(
+            (r for r in self.records if r["state"] == "COMPLETE"),
+            key=lambda r: r["accuracy"],
+            default=None,
+        )
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:
@@ -71,8 +76,9 @@ class TrialLog:
                 continue
         return out
 
-    def write(self, proposal: Proposal, result: EvalResult | None, error: str | None,
-              seconds: float) -> dict[str, Any]:
+    def write(
+        self, proposal: Proposal, result: EvalResult | None, error: str | None, seconds: float
+    ) -> dict[str, Any]:
         rec: dict[str, Any] = {
             "trial": proposal.trial,
             "searcher": self.searcher,
@@ -83,9 +89,16 @@ class TrialLog:
             "policy": proposal.policy.to_dict(),
         }
         if result is not None:
-            rec.update(accuracy=result.accuracy, predicted_ms=result.predicted_ms, macs=result.macs,
-                       params_count=result.params, kept=result.kept, seed=result.seed,
-                       finetune_s=result.finetune_s, eval_s=result.eval_s)
+            rec.update(
+                accuracy=result.accuracy,
+                predicted_ms=result.predicted_ms,
+                macs=result.macs,
+                params_count=result.params,
+                kept=result.kept,
+                seed=result.seed,
+                finetune_s=result.finetune_s,
+                eval_s=result.eval_s,
+            )
         else:
             rec["error"] = error or "failed"
         with self.path.open("a") as f:

@@ -41,64 +41,101 @@ class Workspace:
         d = self.config.dataset
         if d.name != "cifar10":
             raise ConfigError(f"dataset {d.name!r} is not supported yet; use cifar10")
-        return load_cifar10(d.source, root=d.root, val_size=d.val_size, train_limit=d.train_limit,
-                            seed=d.split_seed)
+        return load_cifar10(
+            d.source,
+            root=d.root,
+            val_size=d.val_size,
+            train_limit=d.train_limit,
+            seed=d.split_seed,
+        )
 
     def profile_path(self) -> Path:
         if self.config.profile:
             return Path(self.config.profile)
         return default_profile_path(self.config.model, self.device)
 
-    def measure_profile(self, *, repeats: int = 30, min_time_s: float = 0.5,
-                        progress: Progress | None = None) -> HardwareProfile:
+    def measure_profile(
+        self, *, repeats: int = 30, min_time_s: float = 0.5, progress: Progress | None = None
+    ) -> HardwareProfile:
         from autoprune.hardware.profiler import profile_model
 
-        return profile_model(self.config.model, self.model, self.layers, self.input_shape, self.device,
-                             max_ratio=self.max_ratio, round_to=self.config.round_to,
-                             grid_points=self.config.profile_grid_points, repeats=repeats,
-                             min_time_s=min_time_s, progress=progress)
+        return profile_model(
+            self.config.model,
+            self.model,
+            self.layers,
+            self.input_shape,
+            self.device,
+            max_ratio=self.max_ratio,
+            round_to=self.config.round_to,
+            grid_points=self.config.profile_grid_points,
+            repeats=repeats,
+            min_time_s=min_time_s,
+            progress=progress,
+        )
 
-    def load_profile(self, path: str | Path | None = None, *, force: bool = False) -> HardwareProfile:
+    def load_profile(
+        self, path: str | Path | None = None, *, force: bool = False
+    ) -> HardwareProfile:
         """Load the device profile and refuse one that does not describe this model and setting."""
         profile = HardwareProfile.load(path or self.profile_path())
-        profile.check_matches(model=self.config.model, spec=self.device,
-                              input_shape=self.input_shape, force=force)
+        profile.check_matches(
+            model=self.config.model, spec=self.device, input_shape=self.input_shape, force=force
+        )
         have = {la["name"]: la["channels"] for la in profile.layers}
         want = {la.name: la.channels for la in self.layers}
         if have != want and not force:
-            raise ProfileError("hardware profile covers other layers than this config searches; "
-                               "re-run `autoprune profile` with this config or pass --force")
+            raise ProfileError(
+                "hardware profile covers other layers than this config searches; "
+                "re-run `autoprune profile` with this config or pass --force"
+            )
         short = [n for n, r in self.max_ratio.items() if profile.max_ratio.get(n, 0) + 1e-9 < r]
         if short and not force:
-            raise ProfileError(f"hardware profile's channel grid stops short of the bound of layer "
-                               f"{short[0]!r}; re-run `autoprune profile` with this config")
+            raise ProfileError(
+                f"hardware profile's channel grid stops short of the bound of layer "
+                f"{short[0]!r}; re-run `autoprune profile` with this config"
+            )
         return profile
 
     def budget_ms(self, profile: HardwareProfile, budget: str | None = None) -> float:
         """Resolve the config's (or given) budget against the profile's measured dense latency and
         check it is reachable."""
         ms = LatencyBudget.parse(budget or self.config.budget).resolve(profile.dense_ms)
-        check_feasible(LUTPredictor(profile), self.config.model, self.max_ratio, ms,
-                       self.config.round_to)
+        check_feasible(
+            LUTPredictor(profile), self.config.model, self.max_ratio, ms, self.config.round_to
+        )
         return ms
 
-    def evaluator(self, data: Splits, profile: HardwareProfile, threads: int | None = None) -> Evaluator:
-        return Evaluator(self.model, self.layers, self.input_shape, data.train, data.val,
-                         LUTPredictor(profile), self.config.short_finetune, threads=threads,
-                         eval_batch_size=self.config.eval_batch_size)
+    def evaluator(
+        self, data: Splits, profile: HardwareProfile, threads: int | None = None
+    ) -> Evaluator:
+        return Evaluator(
+            self.model,
+            self.layers,
+            self.input_shape,
+            data.train,
+            data.val,
+            LUTPredictor(profile),
+            self.config.short_finetune,
+            threads=threads,
+            eval_batch_size=self.config.eval_batch_size,
+        )
 
 
 def build_workspace(cfg: Config) -> Workspace:
     """Build the model, discover its prunable layers and resolve per-layer bounds."""
     spec = model_spec(cfg.model, cfg.num_classes, cfg.input_size)
     model = build_model(cfg.model, cfg.num_classes, cfg.checkpoint)
-    layers = discover(model, spec.input_shape, include=cfg.layers.include, exclude=cfg.layers.exclude)
+    layers = discover(
+        model, spec.input_shape, include=cfg.layers.include, exclude=cfg.layers.exclude
+    )
     if not layers:
         raise ConfigError(f"model {cfg.model!r} has no prunable layers under this config")
     names = {la.name for la in layers}
     for name in list(cfg.layers.bounds) + list(cfg.layers.include or []):
         if name not in names:
-            raise ConfigError(f"layer {name!r} in the config is not a prunable layer of {cfg.model!r}")
+            raise ConfigError(
+                f"layer {name!r} in the config is not a prunable layer of {cfg.model!r}"
+            )
     dev = DeviceSpec(cfg.device.device, cfg.device.threads, cfg.device.batch)
     return Workspace(cfg, spec, model, layers, cfg.max_ratio([la.name for la in layers]), dev)
 

@@ -14,11 +14,14 @@ from autoprune.hardware.measure import device_name, versions
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def provenance(device: str = "cpu", threads: int | None = None, batch: int | None = None) -> dict[str, Any]:
+def provenance(
+    device: str = "cpu", threads: int | None = None, batch: int | None = None
+) -> dict[str, Any]:
     """Device, threads, batch, library versions, git commit and time for a results file."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
     except OSError:
         commit = ""
     import optuna
@@ -30,7 +33,11 @@ def provenance(device: str = "cpu", threads: int | None = None, batch: int | Non
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "batch": batch,
-        "versions": {**versions(), "optuna": optuna.__version__, "torch_threads": torch.get_num_threads()},
+        "versions": {
+            **versions(),
+            "optuna": optuna.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
         "git_commit": commit,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -16,10 +16,8 @@ from pathlib import Path
 
 from autoprune.config import load_config
 from autoprune.distributed import RayPool, init_ray, run_search
-from autoprune.hardware import LUTPredictor
 from autoprune.pipeline import ensure_profile
 from autoprune.records import TrialLog
-from autoprune.search import SearchContext
 from autoprune.search.baselines import RandomSearcher
 from autoprune.workspace import build_workspace
 from benchmarks._common import provenance, save
@@ -32,8 +30,7 @@ def run(workers: int, args: argparse.Namespace) -> dict:
     data = ws.load_data()
     budget = ws.budget_ms(profile, args.budget)
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = SearchContext(cfg.model, ws.layer_names, ws.max_ratio, cfg.round_to,
-                            LUTPredictor(profile), budget, Path(tmp), seed=7)
+        ctx = ws.search_context(profile, budget, Path(tmp), seed=7)
         t_start = time.perf_counter()
         pool = RayPool(ws.evaluator(data, profile), slots=workers)
         startup = time.perf_counter() - t_start
@@ -43,10 +40,15 @@ def run(workers: int, args: argparse.Namespace) -> dict:
         wall = time.perf_counter() - t0
         inside = sum(r["finetune_s"] + r["eval_s"] for r in log.records)
     assert summary.failed == 0
-    return {"workers": workers, "evals": args.evals, "pool_startup_s": startup, "wall_s": wall,
-            "inside_eval_s": inside,
-            "mean_eval_s": inside / args.evals,
-            "overhead_per_trial_s": (wall * workers - inside) / args.evals}
+    return {
+        "workers": workers,
+        "evals": args.evals,
+        "pool_startup_s": startup,
+        "wall_s": wall,
+        "inside_eval_s": inside,
+        "mean_eval_s": inside / args.evals,
+        "overhead_per_trial_s": (wall * workers - inside) / args.evals,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,25 +66,39 @@ def main(argv: list[str] | None = None) -> dict:
     for r in rows:
         r["overhead_pct"] = 100 * r["overhead_per_trial_s"] / r["mean_eval_s"]
     eff = t1 / (2 * t2)
-    data = {"rows": rows, "parallel_efficiency": eff,
-            "provenance": {**provenance("cpu", 1, None), "ray": ray.__version__},
-            "settings": vars(args)}
+    data = {
+        "rows": rows,
+        "parallel_efficiency": eff,
+        "provenance": {**provenance("cpu", 1, None), "ray": ray.__version__},
+        "settings": vars(args),
+    }
     prov = data["provenance"]
-    md = ["# Ray scaling: the same evaluations on 1 and 2 workers", "",
-          f"{prov['device_name']}, {prov['cpu_count']} cores; each evaluation = prune ResNet-20 + "
-          f"{args.steps} fine-tune steps (batch 64, 1 thread per worker) + validation on 512 images; "
-          f"torch {prov['versions']['torch']}, ray {prov['ray']}; commit {prov['git_commit']}.", "",
-          "| workers | evaluations | pool start (s) | wall (s) | mean eval (s) | "
-          "Ray overhead / trial (s) | overhead |",
-          "|---:|---:|---:|---:|---:|---:|---:|"]
-    md += [f"| {r['workers']} | {r['evals']} | {r['pool_startup_s']:.1f} | {r['wall_s']:.1f} | "
-           f"{r['mean_eval_s']:.2f} | "
-           f"{r['overhead_per_trial_s']:.3f} | {r['overhead_pct']:.1f} % |" for r in rows]
-    md += ["", f"Parallel efficiency with 2 workers: **{100 * eff:.0f} %** (T1 / (2 × T2)). "
-           "Wall time starts once the pool is up (workers started, evaluator loaded); the pool "
-           "start-up is listed apart. Overhead = (wall × workers − time inside evaluations) / "
-           "trials, relative to the mean evaluation; the driver shares the 2 cores with the "
-           "workers.", ""]
+    md = [
+        "# Ray scaling: the same evaluations on 1 and 2 workers",
+        "",
+        f"{prov['device_name']}, {prov['cpu_count']} cores; each evaluation = prune ResNet-20 + "
+        f"{args.steps} fine-tune steps (batch 64, 1 thread per worker) + validation on 512 images; "
+        f"torch {prov['versions']['torch']}, ray {prov['ray']}; commit {prov['git_commit']}.",
+        "",
+        "| workers | evaluations | pool start (s) | wall (s) | mean eval (s) | "
+        "Ray overhead / trial (s) | overhead |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    md += [
+        f"| {r['workers']} | {r['evals']} | {r['pool_startup_s']:.1f} | {r['wall_s']:.1f} | "
+        f"{r['mean_eval_s']:.2f} | "
+        f"{r['overhead_per_trial_s']:.3f} | {r['overhead_pct']:.1f} % |"
+        for r in rows
+    ]
+    md += [
+        "",
+        f"Parallel efficiency with 2 workers: **{100 * eff:.0f} %** (T1 / (2 × T2)). "
+        "Wall time starts once the pool is up (workers started, evaluator loaded); the pool "
+        "start-up is listed apart. Overhead = (wall × workers − time inside evaluations) / "
+        "trials, relative to the mean evaluation; the driver shares the 2 cores with the "
+        "workers.",
+        "",
+    ]
     save("ray_scaling", data, "\n".join(md))
     print("\n".join(md))
     return data

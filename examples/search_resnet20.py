@@ -33,8 +33,10 @@ def main() -> None:
     profile, _, _ = ensure_profile(ws)
     policy = PruningPolicy.load(args.run_dir / "best_policy.json")
     rep = apply_and_export(ws, policy, profile, args.run_dir / "final", onnx=False)
-    print(f"pruned: test top-1 {rep.pruned['test_acc']:.2f} % (dense {rep.dense['test_acc']:.2f} %), "
-          f"{rep.pruned['latency_ms']:.3f} ms measured vs budget {rep.budget_ms:.3f} ms")
+    print(
+        f"pruned: test top-1 {rep.pruned['test_acc']:.2f} % (dense {rep.dense['test_acc']:.2f} %), "
+        f"{rep.pruned['latency_ms']:.3f} ms measured vs budget {rep.budget_ms:.3f} ms"
+    )
 
     # 3. export: reload from policy + tensors, ONNX with an onnxruntime parity check.
     export_dir(args.run_dir / "final", args.run_dir / "export")

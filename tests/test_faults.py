@@ -21,8 +21,12 @@ from autoprune.workspace import build_workspace
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-       "PYTHONUNBUFFERED": "1"}
+ENV = {
+    **os.environ,
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "PYTHONUNBUFFERED": "1",
+}
 
 
 def _config(tmp_path: Path, trials: int, steps: int, parallel: int) -> Path:
@@ -63,14 +67,17 @@ def test_driver_sigkill_then_resume_loses_and_repeats_nothing(tmp_path: Path) ->
     log = (tmp_path / "driver.log").open("w")
     proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: len(_records(run)) >= 2, 240, "two finished trials: "
-              + (tmp_path / "driver.log").read_text()[-2000:])
+        _wait(
+            lambda: len(_records(run)) >= 2,
+            240,
+            "two finished trials: " + (tmp_path / "driver.log").read_text()[-2000:],
+        )
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     before = _records(run)
     assert 2 <= len(before) < 6
-    done = subprocess.run(cmd + ["--resume"], env=ENV, capture_output=True, text=True, timeout=400)
+    done = subprocess.run([*cmd, "--resume"], env=ENV, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr
     after = _records(run)
     assert after[: len(before)] == before  # nothing finished was lost or rewritten
@@ -93,8 +100,14 @@ def _free_port() -> int:
 
 
 def _ray(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ray"), *args], env=ENV, capture_output=True, text=True,
-                          timeout=120, check=check)
+    return subprocess.run(
+        [str(BIN / "ray"), *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=check,
+    )
 
 
 def _evaluation_pids() -> list[int]:
@@ -113,22 +126,41 @@ def test_two_node_cluster_worker_killed_mid_trial_is_retried(tmp_path: Path) -> 
     cfg = _config(tmp_path, trials=4, steps=150, parallel=2)
     run = tmp_path / "run"
     port = _free_port()
-    _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-         "--node-ip-address=127.0.0.1")
+    _ray(
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=1",
+        "--include-dashboard=false",
+        "--node-ip-address=127.0.0.1",
+    )
     try:
-        _ray("start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
-             "--node-ip-address=127.0.0.1")
-        cmd = [str(BIN / "autoprune"), "search", "-c", str(cfg), "--run-dir", str(run),
-               "--address", f"127.0.0.1:{port}", "--max-retries", "2"]
-        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        _wait(lambda: bool(_evaluation_pids()) or proc.poll() is not None, 180,
-              "an evaluation task to start")
+        _ray("start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--node-ip-address=127.0.0.1")
+        cmd = [
+            str(BIN / "autoprune"),
+            "search",
+            "-c",
+            str(cfg),
+            "--run-dir",
+            str(run),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--max-retries",
+            "2",
+        ]
+        proc = subprocess.Popen(
+            cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        _wait(
+            lambda: bool(_evaluation_pids()) or proc.poll() is not None,
+            180,
+            "an evaluation task to start",
+        )
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         time.sleep(1.0)
         victim = _evaluation_pids()[0]
         os.kill(victim, signal.SIGKILL)
-        out, err = proc.communicate(timeout=400)
+        _out, err = proc.communicate(timeout=400)
         assert proc.returncode == 0, err
         recs = _records(run)
         assert len(recs) == 4 and all(r["state"] == "COMPLETE" for r in recs), recs

@@ -105,16 +105,20 @@ def load_cifar10(
         arrays = cifar10.read_jpeg(root_path)
     elif source == "torchvision":
         if root_path is None:
-            raise DataError("source 'torchvision' needs --data-root pointing at cifar-10-batches-py")
+            raise DataError(
+                "source 'torchvision' needs --data-root pointing at cifar-10-batches-py"
+            )
         arrays = cifar10.read_torchvision(root_path)
     else:
         raise DataError(f"unknown dataset source {source!r}; choose one of {', '.join(SOURCES)}")
     tx, ty, sx, sy = arrays
     if len(ty) == 0 or len(sy) == 0:
         raise DataError(f"dataset source {source!r} is empty")
-    n_val = int(round(val_size * len(ty))) if val_size < 1 else int(val_size)
+    n_val = round(val_size * len(ty)) if val_size < 1 else int(val_size)
     if not 0 < n_val < len(ty):
-        raise DataError(f"val_size {val_size} leaves no train or no validation images of {len(ty)}")
+        raise DataError(
+            f"val_size {val_size} leaves no train or no validation images of {len(ty)}"
+        )
     rng = np.random.default_rng(seed)
     val_idx = _stratified(ty, n_val, rng)
     mask = np.ones(len(ty), dtype=bool)
@@ -122,8 +126,12 @@ def load_cifar10(
     train_idx = np.flatnonzero(mask)
     if train_limit is not None:
         train_idx = train_idx[:train_limit]
-    return Splits(_split(tx[train_idx], ty[train_idx]), _split(tx[val_idx], ty[val_idx]),
-                  _split(sx, sy), source)
+    return Splits(
+        _split(tx[train_idx], ty[train_idx]),
+        _split(tx[val_idx], ty[val_idx]),
+        _split(sx, sy),
+        source,
+    )
 
 
 def _stratified(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -105,7 +105,9 @@ def _timed_round(
     samples: list[float] = []
     start = time.perf_counter()
     cap = max(repeats, 2000)
-    while len(samples) < repeats or (time.perf_counter() - start < min_time_s and len(samples) < cap):
+    while len(samples) < repeats or (
+        time.perf_counter() - start < min_time_s and len(samples) < cap
+    ):
         t0 = time.perf_counter()
         fn()
         sync()
@@ -143,8 +145,16 @@ def time_many(
     for rs in samples:
         flat = [x for r in rs for x in r]
         lows = [_p(r, 0) for r in rs]
-        out.append(Timing(statistics.median(lows), statistics.median(flat), _p(flat, 0),
-                          _p(flat, 8), len(flat), len(rs)))
+        out.append(
+            Timing(
+                statistics.median(lows),
+                statistics.median(flat),
+                _p(flat, 0),
+                _p(flat, 8),
+                len(flat),
+                len(rs),
+            )
+        )
     return out
 
 
@@ -162,8 +172,14 @@ def measure_models(
     x = torch.randn(spec.batch, *input_shape, device=spec.device)
     models = [m.eval().to(spec.device) for m in models]
     with pinned_threads(spec.threads), torch.inference_mode():
-        return time_many([lambda m=m: m(x) for m in models], spec.device, warmup=warmup,
-                         repeats=repeats, min_time_s=min_time_s, rounds=rounds)
+        return time_many(
+            [lambda m=m: m(x) for m in models],
+            spec.device,
+            warmup=warmup,
+            repeats=repeats,
+            min_time_s=min_time_s,
+            rounds=rounds,
+        )
 
 
 def measure_latency(

@@ -59,14 +59,20 @@ class LUTPredictor(LatencyPredictor):
     def kept(self, policy: PruningPolicy) -> dict[str, int]:
         if policy.mode == "unstructured":
             return dict(self.channels)
-        return {n: kept_channels(c, policy.ratio(n), policy.round_to) for n, c in self.channels.items()}
+        return {
+            n: kept_channels(c, policy.ratio(n), policy.round_to) for n, c in self.channels.items()
+        }
 
     def module_channels(self, module: str, kept: Mapping[str, int]) -> tuple[float, float]:
         """(in, out) channels of a resized module given kept counts per layer."""
         t = self._tables[module]
         c_in, c_out = float(max(t.grid_in)), float(max(t.grid_out))
-        c_out -= sum(self.channels[n] - kept.get(n, self.channels[n]) for n in self._outs.get(module, []))
-        c_in -= sum(self.channels[n] - kept.get(n, self.channels[n]) for n in self._ins.get(module, []))
+        c_out -= sum(
+            self.channels[n] - kept.get(n, self.channels[n]) for n in self._outs.get(module, [])
+        )
+        c_in -= sum(
+            self.channels[n] - kept.get(n, self.channels[n]) for n in self._ins.get(module, [])
+        )
         if t.depthwise:
             c_in = c_out = min(c_in, c_out)
         return c_in, c_out
@@ -83,7 +89,9 @@ class LUTPredictor(LatencyPredictor):
         return [table, act]
 
     def predict_kept(self, kept: Mapping[str, int]) -> float:
-        return sum(c * f for c, f in zip(self.coef, self.features(kept))) + self.offset
+        return (
+            sum(c * f for c, f in zip(self.coef, self.features(kept), strict=False)) + self.offset
+        )
 
 
 __all__ = ["LUTPredictor", "LatencyPredictor"]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoprune._io import write_json
+from autoprune._io import read_json, write_json
 from autoprune.errors import ProfileError
 from autoprune.hardware.measure import DeviceSpec
 
@@ -60,10 +59,20 @@ class HardwareProfile:
         self, *, model: str, spec: DeviceSpec, input_shape: tuple[int, ...], force: bool = False
     ) -> None:
         """Refuse a profile recorded for another model, device, thread count, batch or input."""
-        wanted = {"model": model, "device": spec.device, "threads": spec.threads,
-                  "batch": spec.batch, "input_shape": list(input_shape)}
-        have = {"model": self.model, "device": self.device, "threads": self.threads,
-                "batch": self.batch, "input_shape": list(self.input_shape)}
+        wanted = {
+            "model": model,
+            "device": spec.device,
+            "threads": spec.threads,
+            "batch": spec.batch,
+            "input_shape": list(input_shape),
+        }
+        have = {
+            "model": self.model,
+            "device": self.device,
+            "threads": self.threads,
+            "batch": self.batch,
+            "input_shape": list(self.input_shape),
+        }
         diff = [f"{k} {have[k]} (wanted {wanted[k]})" for k in wanted if have[k] != wanted[k]]
         if spec.device.startswith("cuda"):
             diff = [d for d in diff if not d.startswith("threads")]
@@ -82,13 +91,7 @@ class HardwareProfile:
 
     @classmethod
     def load(cls, path: str | Path) -> HardwareProfile:
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError as e:
-            raise ProfileError(f"hardware profile not found: {path}") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ProfileError(f"hardware profile {path} is not valid JSON: {e}") from e
+        d = read_json(path, ProfileError, "hardware profile")
         if not isinstance(d, dict) or d.pop("format", None) != FORMAT:
             raise ProfileError(f"{path} is not an autoprune hardware profile ({FORMAT})")
         try:
@@ -106,7 +109,9 @@ def _spec_no_check(device: str, threads: int, batch: int) -> DeviceSpec:
     return spec
 
 
-def default_profile_path(model: str, spec: DeviceSpec, root: str | Path = "hardware_profiles") -> Path:
+def default_profile_path(
+    model: str, spec: DeviceSpec, root: str | Path = "hardware_profiles"
+) -> Path:
     """``hardware_profiles/<device>-<model>.json``, e.g. ``cpu-t1-b1-resnet20.json``."""
     safe = model.replace(":", "_").replace("/", "_")
     return Path(root) / f"{spec.tag}-{safe}.json"

@@ -29,7 +29,9 @@ Progress = Callable[[str, int, int], None]
 
 def channel_grid(n: int, max_ratio: float, round_to: int, points: int) -> list[int]:
     """Up to ``points`` kept-channel counts spanning what the search can produce for ``n`` channels."""
-    reachable = sorted({kept_channels(n, r, round_to) for r in np.linspace(0, max_ratio, 4 * n + 1)})
+    reachable = sorted(
+        {kept_channels(n, r, round_to) for r in np.linspace(0, max_ratio, 4 * n + 1)}
+    )
     if len(reachable) <= points:
         return reachable
     pick = np.unique(np.round(np.linspace(0, len(reachable) - 1, points)).astype(int))
@@ -50,8 +52,14 @@ def _time_op(
     shape = (spec.batch, c_in) if g.kind == "linear" else (spec.batch, c_in, *g.in_hw)
     x = torch.randn(*shape, device=spec.device)
     with torch.inference_mode():
-        return time_many([lambda: op(x)], spec.device, warmup=5, repeats=repeats,
-                         min_time_s=min_time_s, rounds=3)[0].ms
+        return time_many(
+            [lambda: op(x)],
+            spec.device,
+            warmup=5,
+            repeats=repeats,
+            min_time_s=min_time_s,
+            rounds=3,
+        )[0].ms
 
 
 def _tables(
@@ -77,13 +85,24 @@ def _tables(
             gi = go = sorted(set(gi) | set(go)) if (name in grids_in or name in grids_out) else gi
             gi = [c for c in gi if c <= g.in_channels]
             go = [c for c in go if c <= g.out_channels]
-        key = (g.kind, g.in_channels, g.out_channels, g.kernel, g.stride, g.padding, g.depthwise,
-               g.in_hw, tuple(gi), tuple(go))
+        key = (
+            g.kind,
+            g.in_channels,
+            g.out_channels,
+            g.kernel,
+            g.stride,
+            g.padding,
+            g.depthwise,
+            g.in_hw,
+            tuple(gi),
+            tuple(go),
+        )
         if key in shared:
             shared[key][1].modules.append(name)
             continue
-        table = LayerTable([name], g.kind, g.kernel, g.stride, g.padding, g.depthwise,
-                           list(g.in_hw), gi, go, [])
+        table = LayerTable(
+            [name], g.kind, g.kernel, g.stride, g.padding, g.depthwise, list(g.in_hw), gi, go, []
+        )
         shared[key] = (g, table)
     return list(shared.values())
 
@@ -129,16 +148,36 @@ def profile_model(
                     report("layer table", done, total)
                 t.ms.append(row)
     profile = HardwareProfile(
-        model=model_name, input_shape=list(input_shape), device=spec.device,
-        device_name=device_name(spec.device), threads=spec.threads, batch=spec.batch,
-        round_to=round_to, max_ratio=dict(max_ratio),
-        layers=[{"name": la.name, "channels": la.channels, "outs": list(la.outs), "ins": list(la.ins)}
-                for la in layers],
-        tables=[t for _, t in tables], dense_ms=0.0, min_ms=0.0, calibration={},
-        versions=versions(), created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        model=model_name,
+        input_shape=list(input_shape),
+        device=spec.device,
+        device_name=device_name(spec.device),
+        threads=spec.threads,
+        batch=spec.batch,
+        round_to=round_to,
+        max_ratio=dict(max_ratio),
+        layers=[
+            {"name": la.name, "channels": la.channels, "outs": list(la.outs), "ins": list(la.ins)}
+            for la in layers
+        ],
+        tables=[t for _, t in tables],
+        dense_ms=0.0,
+        min_ms=0.0,
+        calibration={},
+        versions=versions(),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    calibrate(profile, model, layers, input_shape, calibration_policies, repeats, min_time_s, seed,
-              report)
+    calibrate(
+        profile,
+        model,
+        layers,
+        input_shape,
+        calibration_policies,
+        repeats,
+        min_time_s,
+        seed,
+        report,
+    )
     return profile
 
 
@@ -175,11 +214,18 @@ def calibrate(
     policies = [
         PruningPolicy(profile.model, {}, round_to=profile.round_to),
         PruningPolicy(profile.model, dict(profile.max_ratio), round_to=profile.round_to),
-    ] + [random_policy(profile.model, profile.max_ratio, rng, profile.round_to) for _ in range(n_policies)]
+    ] + [
+        random_policy(profile.model, profile.max_ratio, rng, profile.round_to)
+        for _ in range(n_policies)
+    ]
     raw = LUTPredictor(profile)
-    models = [apply_policy(model, pol, layers, input_shape) if pol.ratios else model for pol in policies]
+    models = [
+        apply_policy(model, pol, layers, input_shape) if pol.ratios else model for pol in policies
+    ]
     report("calibration", 0, len(policies))
-    timings = measure_models(models, input_shape, profile.spec, repeats=repeats, min_time_s=min_time_s)
+    timings = measure_models(
+        models, input_shape, profile.spec, repeats=repeats, min_time_s=min_time_s
+    )
     report("calibration", len(policies), len(policies))
     feats = np.array([raw.features(raw.kept(p)) for p in policies])
     y = np.array([t.ms for t in timings])
@@ -188,12 +234,12 @@ def calibrate(
     profile.dense_ms, profile.min_ms = float(y[0]), float(y[1])
     profile.calibration = {
         "method": "robust least squares of whole-model latency on [Σ layer-table ms, Σ output "
-                  "activations (M)] + offset",
+        "activations (M)] + offset",
         "coef": [float(c) for c in coef],
         "offset": offset,
         "policies": len(y),
         "fit_median_rel_err": float(np.median(np.abs(fitted - y) / y)),
-        "points": [[*map(float, f), float(m)] for f, m in zip(feats, y)],
+        "points": [[*map(float, f), float(m)] for f, m in zip(feats, y, strict=False)],
         "layers": names,
     }
 

@@ -15,7 +15,9 @@ from autoprune.errors import CheckpointError, ConfigError
 from autoprune.models.cifar_resnet import CifarResNet, to_prunable_shortcuts
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-SHARED_PRETRAINED = Path(__file__).resolve().parents[2].parent / "shared/data/pretrained/akamaster_resnet_cifar10"
+SHARED_PRETRAINED = (
+    Path(__file__).resolve().parents[2].parent / "shared/data/pretrained/akamaster_resnet_cifar10"
+)
 
 _CIFAR_CKPT = {
     "resnet20": "resnet20-12fca82f.th",
@@ -76,7 +78,7 @@ def _resolve(name: str) -> tuple[Callable[..., nn.Module], tuple[int, int, int]]
             return torchvision.models.get_model(tv, weights=None, num_classes=num_classes)
 
         return make, (3, 224, 224)
-    known = list_models() + ["<torchvision name>", "package.module:factory"]
+    known = [*list_models(), "<torchvision name>", "package.module:factory"]
     close = difflib.get_close_matches(name, list(_REGISTRY) + _torchvision_names(), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ConfigError(f"unknown model {name!r}{hint}; known: {', '.join(known)}")
@@ -133,7 +135,11 @@ def build_model(
     model = factory(num_classes=num_classes)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model factory {name!r} returned {type(model).__name__}, not nn.Module")
-    ckpt = checkpoint if checkpoint is not None else (default_checkpoint(name) if pretrained else None)
+    ckpt = (
+        checkpoint
+        if checkpoint is not None
+        else (default_checkpoint(name) if pretrained else None)
+    )
     if ckpt is not None:
         state = load_state_dict(ckpt)
         if isinstance(model, CifarResNet) and any(".shortcut." in k for k in state):
@@ -150,4 +156,11 @@ def build_model(
     return model.eval()
 
 
-__all__ = ["ModelSpec", "build_model", "default_checkpoint", "list_models", "load_state_dict", "model_spec"]
+__all__ = [
+    "ModelSpec",
+    "build_model",
+    "default_checkpoint",
+    "list_models",
+    "load_state_dict",
+    "model_spec",
+]

@@ -16,9 +16,12 @@ def make_searcher(name: str, ctx: SearchContext, **options: Any) -> Searcher:
     if name == "optuna":
         from autoprune.search.optuna_search import OptunaSearcher
 
-        return OptunaSearcher(ctx, sampler=options.get("sampler", "tpe"),
-                              storage=options.get("storage"),
-                              startup_trials=options.get("startup_trials", 10))
+        return OptunaSearcher(
+            ctx,
+            sampler=options.get("sampler", "tpe"),
+            storage=options.get("storage"),
+            startup_trials=options.get("startup_trials", 10),
+        )
     if name == "amc":
         from autoprune.search.amc import AMCSearcher
 

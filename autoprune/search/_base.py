@@ -30,8 +30,9 @@ class SearchContext:
 
     def fit(self, ratios: Mapping[str, float], **metadata: Any) -> PruningPolicy:
         """A policy from raw ratios, moved onto the budget (see :func:`fit_to_budget`)."""
-        raw = PruningPolicy(self.model, {n: float(ratios.get(n, 0.0)) for n in self.layers},
-                            round_to=self.round_to)
+        raw = PruningPolicy(
+            self.model, {n: float(ratios.get(n, 0.0)) for n in self.layers}, round_to=self.round_to
+        )
         fitted = fit_to_budget(raw, self.max_ratio, self.predictor, self.budget_ms)
         return fitted.with_metadata(**metadata)
 
@@ -63,7 +64,9 @@ class Searcher(ABC):
         """Next candidate, or ``None`` when this searcher has nothing left to propose."""
 
     @abstractmethod
-    def tell(self, proposal: Proposal, result: EvalResult | None, error: str | None = None) -> None:
+    def tell(
+        self, proposal: Proposal, result: EvalResult | None, error: str | None = None
+    ) -> None:
         """Report a finished candidate (``result``) or its failure (``error``)."""
 
     def resume(self, finished: list[dict[str, Any]]) -> None:  # noqa: B027 - optional hook

@@ -33,7 +33,9 @@ class RandomSearcher(Searcher):
         raw = {n: float(rng.uniform(0.0, self.ctx.max_ratio[n])) for n in self.ctx.layers}
         return Proposal(k, self.ctx.fit(raw, searcher=self.name, trial=k), raw)
 
-    def tell(self, proposal: Proposal, result: EvalResult | None, error: str | None = None) -> None:
+    def tell(
+        self, proposal: Proposal, result: EvalResult | None, error: str | None = None
+    ) -> None:
         pass
 
 
@@ -57,7 +59,9 @@ class UniformSearcher(Searcher):
         raw = {n: min(self.ctx.max_ratio.values()) for n in self.ctx.layers}
         return Proposal(0, self.ctx.fit(raw, searcher=self.name, trial=0), raw)
 
-    def tell(self, proposal: Proposal, result: EvalResult | None, error: str | None = None) -> None:
+    def tell(
+        self, proposal: Proposal, result: EvalResult | None, error: str | None = None
+    ) -> None:
         pass
 
 

@@ -46,14 +46,21 @@ class OptunaSearcher(Searcher):
 
     name = "optuna"
 
-    def __init__(self, ctx: SearchContext, sampler: str = "tpe", storage: str | None = None,
-                 startup_trials: int = 10) -> None:
+    def __init__(
+        self,
+        ctx: SearchContext,
+        sampler: str = "tpe",
+        storage: str | None = None,
+        startup_trials: int = 10,
+    ) -> None:
         super().__init__(ctx)
         optuna.logging.set_verbosity(logging.WARNING)
         self.multi = sampler == "nsga2"
         self.storage = storage or default_storage(ctx)
         self.study = optuna.create_study(
-            storage=self.storage, study_name=STUDY_NAME, load_if_exists=True,
+            storage=self.storage,
+            study_name=STUDY_NAME,
+            load_if_exists=True,
             directions=["maximize", "minimize"] if self.multi else ["maximize"],
         )
         # A resumed study gets a sampler seeded past its history: re-seeding with the original
@@ -92,7 +99,9 @@ class OptunaSearcher(Searcher):
         self._trials[trial.number] = trial
         return Proposal(trial.number, policy, raw)
 
-    def tell(self, proposal: Proposal, result: EvalResult | None, error: str | None = None) -> None:
+    def tell(
+        self, proposal: Proposal, result: EvalResult | None, error: str | None = None
+    ) -> None:
         trial = self._trials.pop(proposal.trial, None)
         number = trial if trial is not None else proposal.trial
         if result is None:
