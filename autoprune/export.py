@@ -172,7 +172,9 @@ def apply_and_export(
         )
     report("measuring latency", 0, 1)
     t_dense, t_pruned = measure_models(
-        [dense, pruned], ws.input_shape, profile.spec,
+        [dense, pruned],
+        ws.input_shape,
+        profile.spec,
         **(measure_kwargs or {"min_time_s": 2.0, "rounds": 10}),
     )
     # Shared machines drift: compare with the dense model measured in the same interleaved rounds,

@@ -16,6 +16,7 @@ from autoprune.evaluate import Evaluator
 from autoprune.hardware import DeviceSpec, HardwareProfile, LUTPredictor, default_profile_path
 from autoprune.models import ModelSpec, build_model, model_spec
 from autoprune.prunable import PrunableLayer, discover
+from autoprune.search._base import SearchContext
 
 Progress = Callable[[str, int, int], None]
 
@@ -104,6 +105,22 @@ class Workspace:
             LUTPredictor(profile), self.config.model, self.max_ratio, ms, self.config.round_to
         )
         return ms
+
+    def search_context(
+        self, profile: HardwareProfile, budget_ms: float, run_dir: Path, seed: int | None = None
+    ) -> SearchContext:
+        """What a searcher needs: layers, bounds, predictor, budget and its run directory."""
+        cfg = self.config
+        return SearchContext(
+            cfg.model,
+            self.layer_names,
+            self.max_ratio,
+            cfg.round_to,
+            LUTPredictor(profile),
+            budget_ms,
+            run_dir,
+            cfg.search.seed if seed is None else seed,
+        )
 
     def evaluator(
         self, data: Splits, profile: HardwareProfile, threads: int | None = None
