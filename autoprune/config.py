@@ -83,6 +83,7 @@ class Config:
     mode: str = "structured"
     round_to: int = 1
     budget: str = "0.5"
+    budget_margin: float = 0.03  # search aims this share under the budget (predictor error)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     profile: str | None = None
     profile_grid_points: int = 12
@@ -177,6 +178,8 @@ def _validate(cfg: Config) -> None:
     for name, keep in cfg.layers.bounds.items():
         if not 0 < keep <= 1:
             raise ConfigError(f"layers.bounds.{name} (min keep) must lie in (0, 1], got {keep}")
+    if not 0 <= cfg.budget_margin < 0.5:
+        raise ConfigError(f"budget_margin must lie in [0, 0.5), got {cfg.budget_margin}")
     if cfg.round_to < 1:
         raise ConfigError(f"round_to must be ≥ 1, got {cfg.round_to}")
     choices = {
