@@ -190,7 +190,6 @@ def search(
                 "budget": budget,
                 "search.searcher": searcher,
                 "search.sampler": sampler,
-                "search.trials": trials,
                 "search.parallel": parallel,
                 "search.seed": seed,
             },
@@ -205,6 +204,7 @@ def search(
             max_retries=max_retries,
             storage=storage,
             force=force,
+            trials=trials,
         )
         summary = _run_search(cfg, opts)
         _print_summary(summary, run_dir)
@@ -222,7 +222,7 @@ def _run_search(cfg: Config, opts: Any) -> Any:
                 state["best"] is None or rec["accuracy"] > state["best"]
             ):
                 state["best"] = rec["accuracy"]
-            cb("search", state["done"], cfg.search.trials)
+            cb("search", state["done"], opts.trials or cfg.search.trials)
             if state["best"] is not None:
                 out.log(
                     f"trial {rec['trial']}: {rec['state'].lower()}"

@@ -52,23 +52,22 @@ class SearchOptions:
     max_retries: int = 2
     storage: str | None = None
     force: bool = False
+    trials: int | None = None  # overrides the config's (and on resume the saved run's) count
 
 
-def _run_config(run_dir: Path, cfg: Config, resume: bool) -> Config:
-    """Save the config into a new run directory; on resume, continue with the saved one."""
+def _run_config(run_dir: Path, cfg: Config, opts: SearchOptions) -> Config:
+    """The config of this search: on resume the saved one (``opts.trials`` may extend it)."""
     saved = run_dir / RUN_CONFIG
-    if resume:
+    if opts.resume:
         if not saved.is_file():
             raise ConfigError(f"nothing to resume: {run_dir} has no {RUN_CONFIG}")
-        old = from_dict(yaml.safe_load(saved.read_text()))
-        return old.replace(**{"search.trials": cfg.search.trials})
-    if (run_dir / "trials.jsonl").exists():
+        cfg = from_dict(yaml.safe_load(saved.read_text()))
+    elif (run_dir / "trials.jsonl").exists():
         raise ConfigError(
             f"run directory {run_dir} already holds a search; pass --resume or "
             "choose another --run-dir"
         )
-    write_text(saved, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return cfg
+    return cfg if opts.trials is None else cfg.replace(**{"search.trials": opts.trials})
 
 
 def make_pool(
@@ -95,12 +94,15 @@ def search(
 ) -> SearchSummary:
     """Search per-layer ratios under the latency budget; results land in ``opts.run_dir``."""
     run_dir = opts.run_dir
+    # Everything that can be refused is checked before the run directory is touched.
+    cfg = _run_config(run_dir, cfg, opts)
+    ws = build_workspace(cfg)
+    profile, profile_path, _ = ensure_profile(ws, force=opts.force, progress=progress)
+    budget_ms = ws.budget_ms(profile)
+    data = ws.load_data()
     with RunLock(run_dir):
-        cfg = _run_config(run_dir, cfg, opts.resume)
-        ws = build_workspace(cfg)
-        profile, profile_path, _ = ensure_profile(ws, force=opts.force, progress=progress)
-        budget_ms = ws.budget_ms(profile)
-        data = ws.load_data()
+        if not opts.resume:
+            write_text(run_dir / RUN_CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
         write_json(
             run_dir / RUN_INFO,
             {

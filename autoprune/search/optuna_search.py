@@ -26,9 +26,8 @@ def _make_sampler(kind: str, seed: int, startup_trials: int) -> optuna.samplers.
             seed=seed, n_startup_trials=startup_trials, multivariate=True, constant_liar=True
         )
     if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(
-            seed=seed, constraints_func=lambda t: [t.user_attrs.get("violation_ms", 0.0)]
-        )
+        # Feasibility comes from Trial.set_constraint (Optuna ≥ 5), set in ask().
+        return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
 
 

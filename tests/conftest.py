@@ -1,0 +1,83 @@
+"""Shared fixtures: a tiny real CIFAR ResNet-8, its real (fast) hardware profile, real CIFAR-10."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REPO = Path(__file__).resolve().parent.parent
+FAST_PROFILE = {"repeats": 5, "min_time_s": 0.02}
+
+
+@dataclass
+class Tiny:
+    model: object
+    layers: list
+    profile: object
+    predictor: object
+    data: object
+    max_ratio: dict
+
+
+@pytest.fixture(scope="session")
+def tiny() -> Tiny:
+    """ResNet-8 (random init), its prunable layers, a real profile and a small real data split."""
+    from autoprune.data import load_cifar10
+    from autoprune.hardware import DeviceSpec, LUTPredictor
+    from autoprune.hardware.profiler import profile_model
+    from autoprune.models import build_model
+    from autoprune.prunable import discover
+
+    model = build_model("resnet8", pretrained=False)
+    layers = discover(model, (3, 32, 32))
+    max_ratio = {la.name: 0.8 for la in layers}
+    profile = profile_model(
+        "resnet8",
+        model,
+        layers,
+        (3, 32, 32),
+        DeviceSpec(),
+        max_ratio=max_ratio,
+        grid_points=4,
+        calibration_policies=6,
+        **FAST_PROFILE,
+    )
+    data = load_cifar10("slice", val_size=64, train_limit=128)
+    return Tiny(model, layers, profile, LUTPredictor(profile), data, max_ratio)
+
+
+def write_config(tmp_path: Path, **changes: object) -> Path:
+    """A search-space YAML in ``tmp_path``: the shipped ResNet-20 one made small and fast."""
+    cfg = yaml.safe_load((REPO / "search_spaces/resnet20_cifar10.yaml").read_text())
+    cfg.update(profile=str(tmp_path / "profile.json"), profile_grid_points=3)
+    cfg["dataset"].update(val_size=64, train_limit=128)
+    cfg["search"].update(trials=3, parallel=1, startup_trials=2)
+    cfg["short_finetune"].update(steps=2, batch_size=16)
+    cfg["final_finetune"] = {"steps": 2, "batch_size": 16}
+    for key, value in changes.items():
+        node = cfg
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def profile_for(config_path: Path) -> Path:
+    """Measure (fast) and save the profile the config points at."""
+    from autoprune.config import load_config
+    from autoprune.workspace import build_workspace
+
+    ws = build_workspace(load_config(config_path))
+    path = ws.profile_path()
+    ws.measure_profile(**FAST_PROFILE).save(path)
+    return path

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from autoprune.cli import app
+from autoprune.config import load_config
+from autoprune.errors import PolicyError
+from autoprune.export import apply_and_export, export_dir, load_pruned_model
+from autoprune.policy import PruningPolicy
+from autoprune.workspace import build_workspace
+from tests.conftest import FAST_PROFILE, profile_for, write_config
+
+runner = CliRunner()
+
+
+def _cli(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_apply_export_reload_and_onnx_parity(tmp_path: Path) -> None:
+    cfg_path = write_config(tmp_path, model="resnet8")
+    ws = build_workspace(load_config(cfg_path))
+    profile = ws.measure_profile(**FAST_PROFILE)
+    policy = PruningPolicy("resnet8", dict.fromkeys(ws.layer_names, 0.5))
+    rep = apply_and_export(
+        ws, policy, profile, tmp_path / "final", measure_kwargs={"min_time_s": 0.02, "rounds": 2}
+    )
+    assert rep.pruned["macs"] < rep.dense["macs"] and "within_budget" in rep.to_dict()
+    out = export_dir(tmp_path / "final", tmp_path / "export")
+    assert out["onnx_max_abs_diff"] < 1e-3 and (tmp_path / "export/report.md").is_file()
+    state = torch.load(tmp_path / "export/model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    model = load_pruned_model(tmp_path / "export/best_policy.json", tmp_path / "export/model.pt")
+    # The reloaded model is the applied one: same accuracy on the same data.
+    from autoprune.finetune import accuracy
+
+    data = ws.load_data()
+    assert accuracy(model, data.test) == pytest.approx(rep.pruned["test_acc"])
+    with pytest.raises(PolicyError, match="policy is for model 'resnet20'"):
+        apply_and_export(ws, PruningPolicy("resnet20", {}), profile, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("command", ["profile", "search", "apply", "export", "demo"])
+def test_every_command_has_help(command: str) -> None:
+    res = _cli(command, "--help")
+    assert res.exit_code == 0 and "Usage" in res.output
+
+
+def _one_line_error(res, phrase: str) -> None:
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and phrase in lines[0], res.output
+
+
+def test_bad_inputs_give_one_line_errors_and_write_nothing(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (tmp_path / "bad.yaml").write_text("model: [resnet20\n")
+    _one_line_error(
+        _cli("search", "-c", str(tmp_path / "bad.yaml"), "--run-dir", str(run)), "malformed YAML"
+    )
+    _one_line_error(
+        _cli("search", "-c", str(write_config(tmp_path, model="resnet21")), "--run-dir", str(run)),
+        "unknown model 'resnet21'",
+    )
+    _one_line_error(
+        _cli("search", "-c", str(write_config(tmp_path, serach=1)), "--run-dir", str(run)),
+        "unknown key(s) serach",
+    )
+    _one_line_error(
+        _cli(
+            "search",
+            "-c",
+            str(write_config(tmp_path, **{"layers.min_keep": 0})),
+            "--run-dir",
+            str(run),
+        ),
+        "min_keep",
+    )
+    assert not run.exists()
+    cfg = write_config(tmp_path, model="resnet8")
+    profile_for(cfg)
+    _one_line_error(
+        _cli("search", "-c", str(cfg), "--run-dir", str(run), "--budget", "0.01"), "infeasible"
+    )
+    policy = tmp_path / "p.json"
+    policy.write_text(
+        json.dumps(
+            {"format": "autoprune.policy/1", "model": "resnet8", "ratios": {"layer1.0.conv1": 1.2}}
+        )
+    )
+    _one_line_error(
+        _cli("apply", str(policy), "-c", str(cfg), "--out", str(tmp_path / "o")),
+        "must lie in [0, 1)",
+    )
+    assert not (tmp_path / "o").exists()
+    other = write_config(tmp_path, model="resnet8", **{"device.threads": 2})
+    _one_line_error(
+        _cli("search", "-c", str(other), "--run-dir", str(run)), "threads 1 (wanted 2)"
+    )
+
+
+def test_search_apply_export_and_resume_rules_through_cli(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, model="resnet8")
+    profile_for(cfg)
+    run = tmp_path / "run"
+    assert _cli("search", "-c", str(cfg), "--run-dir", str(run)).exit_code == 0
+    assert len((run / "trials.jsonl").read_text().splitlines()) == 3
+    _one_line_error(_cli("search", "-c", str(cfg), "--run-dir", str(run)), "--resume")
+    assert (
+        _cli(
+            "search", "-c", str(cfg), "--run-dir", str(run), "--resume", "--trials", "4"
+        ).exit_code
+        == 0
+    )
+    assert len((run / "trials.jsonl").read_text().splitlines()) == 4
+    assert _cli("apply", str(run)).exit_code == 0
+    res = _cli("export", str(run))
+    assert res.exit_code == 0 and (run / "export/model.onnx").is_file()
+
+
+def test_cli_import_stays_light() -> None:
+    code = (
+        "import sys, autoprune.cli; heavy = [m for m in ('ray', 'stable_baselines3', "
+        "'onnxruntime', 'matplotlib', 'optuna') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
