@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from gymnasium.utils.env_checker import check_env
+
+from autoprune.config import AMCConfig
+from autoprune.distributed import LocalPool, run_search
+from autoprune.evaluate import Evaluator
+from autoprune.finetune import FinetuneConfig, accuracy
+from autoprune.policy import PruningPolicy
+from autoprune.pruning import apply_policy
+from autoprune.records import TrialLog
+from autoprune.search import SearchContext
+from autoprune.search.amc import AMCSearcher, PruningEnv
+
+FAST = AMCConfig(warmup_episodes=2, batch_size=8, net_arch=[16, 16], gradient_steps=2)
+
+
+def _budget(tiny) -> float:
+    floor = tiny.predictor.predict(PruningPolicy("resnet8", tiny.max_ratio))
+    return floor + 0.3 * (tiny.profile.dense_ms - floor)
+
+
+def test_env_passes_check_env_and_the_wall_keeps_episodes_feasible(tiny) -> None:
+    names = [la.name for la in tiny.layers]
+    val = tiny.data.val
+
+    def reward(policy: PruningPolicy) -> float:  # real accuracy of the pruned model
+        return accuracy(apply_policy(tiny.model, policy, tiny.layers, (3, 32, 32)), val) / 100
+
+    env = PruningEnv("resnet8", names, tiny.max_ratio, tiny.predictor, _budget(tiny), reward)
+    check_env(env, skip_render_check=True)
+    rng = np.random.default_rng(0)
+    for _ in range(4):  # greedy "prune nothing" and random actions alike end feasible
+        obs, _ = env.reset()
+        done = False
+        while not done:
+            a = np.array([rng.uniform(-1, -0.5)], dtype=np.float32)
+            obs, r, done, _, info = env.step(a)
+            assert env.observation_space.contains(obs)
+        assert info["predicted_ms"] <= _budget(tiny) + 1e-9 and 0 <= r <= 1
+
+
+def _ctx(tiny, run_dir: Path, reward: str = "acc") -> SearchContext:
+    return SearchContext(
+        "resnet8",
+        [la.name for la in tiny.layers],
+        tiny.max_ratio,
+        1,
+        tiny.predictor,
+        _budget(tiny),
+        run_dir,
+        seed=0,
+    )
+
+
+def _run(tiny, run_dir: Path, n: int, cfg: AMCConfig = FAST):
+    ev = Evaluator(
+        tiny.model,
+        tiny.layers,
+        (3, 32, 32),
+        tiny.data.train,
+        tiny.data.val,
+        tiny.predictor,
+        FinetuneConfig(steps=1, batch_size=16),
+    )
+    log = TrialLog(run_dir, "amc")
+    return run_search(AMCSearcher(_ctx(tiny, run_dir), cfg), LocalPool(ev), log, n), log
+
+
+def test_agent_learns_through_the_evaluator_and_resumes(tiny, tmp_path: Path) -> None:
+    summary, log = _run(tiny, tmp_path, 4)
+    assert summary.finished == 4 and (tmp_path / "amc_agent.pt").is_file()
+    state = json.loads((tmp_path / "amc_state.json").read_text())
+    assert state["episodes"] == 4 and state["sigma"] < FAST.noise_sigma
+    budget = _budget(tiny)
+    summary, log = _run(tiny, tmp_path, 6)
+    trials = [r["trial"] for r in log.records]
+    assert summary.finished == 6 and trials == sorted(set(trials))
+    assert all(r["predicted_ms"] <= budget + 1e-9 for r in log.records)
+    assert json.loads((tmp_path / "amc_state.json").read_text())["episodes"] == 6
+
+
+def test_td3_agent_runs(tiny, tmp_path: Path) -> None:
+    td3 = AMCConfig(**{**FAST.__dict__, "algorithm": "td3", "reward": "error_log_cost"})
+    summary, log = _run(tiny, tmp_path, 3, td3)
+    assert summary.finished == 3 and all(r["state"] == "COMPLETE" for r in log.records)
