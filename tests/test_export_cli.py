@@ -133,3 +133,38 @@ def test_cli_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_more_bad_inputs_checkpoint_dataset_lock(tmp_path: Path) -> None:
+    import numpy as np
+
+    from autoprune.records import RunLock
+
+    bad_ckpt = tmp_path / "bad.th"
+    bad_ckpt.write_bytes(b"\x80\x02}q\x00")  # a truncated pickle
+    _one_line_error(
+        _cli(
+            "search",
+            "-c",
+            str(write_config(tmp_path, checkpoint=str(bad_ckpt))),
+            "--run-dir",
+            str(tmp_path / "r1"),
+        ),
+        "cannot load checkpoint",
+    )
+    empty = tmp_path / "empty.npz"
+    z = np.zeros((0, 3072), dtype=np.uint8)
+    np.savez(
+        empty, train_x=z, train_y=np.zeros(0, np.int64), test_x=z, test_y=np.zeros(0, np.int64)
+    )
+    cfg = write_config(tmp_path, model="resnet8", **{"dataset.root": str(empty)})
+    profile_for(cfg)
+    _one_line_error(_cli("search", "-c", str(cfg), "--run-dir", str(tmp_path / "r2")), "is empty")
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    run = tmp_path / "r3"
+    cfg = write_config(tmp_path, model="resnet8")
+    with RunLock(run):
+        _one_line_error(
+            _cli("search", "-c", str(cfg), "--run-dir", str(run)), "in use by another search"
+        )
+    assert not (run / "trials.jsonl").exists()
