@@ -25,6 +25,40 @@ class Tiny:
     data: object
     max_ratio: dict
 
+    def evaluator(self, cls: type | None = None, steps: int = 2):
+        """A real Evaluator on the tiny model and data (``cls`` may be an Evaluator subclass)."""
+        from autoprune.evaluate import Evaluator
+        from autoprune.finetune import FinetuneConfig
+
+        return (cls or Evaluator)(
+            self.model,
+            self.layers,
+            (3, 32, 32),
+            self.data.train,
+            self.data.val,
+            self.predictor,
+            FinetuneConfig(steps=steps, batch_size=16),
+        )
+
+    def context(self, run_dir: Path, budget_share: float = 0.5):
+        """A SearchContext whose budget lies ``budget_share`` of the way from the fastest
+        reachable latency to dense."""
+        from autoprune.policy import PruningPolicy
+        from autoprune.search import SearchContext
+
+        floor = self.predictor.predict(PruningPolicy("resnet8", self.max_ratio))
+        budget = floor + budget_share * (self.profile.dense_ms - floor)
+        return SearchContext(
+            "resnet8",
+            [la.name for la in self.layers],
+            self.max_ratio,
+            1,
+            self.predictor,
+            budget,
+            run_dir,
+            seed=0,
+        )
+
 
 @pytest.fixture(scope="session")
 def tiny() -> Tiny:

@@ -8,20 +8,17 @@ from gymnasium.utils.env_checker import check_env
 
 from autoprune.config import AMCConfig
 from autoprune.distributed import LocalPool, run_search
-from autoprune.evaluate import Evaluator
-from autoprune.finetune import FinetuneConfig, accuracy
+from autoprune.finetune import accuracy
 from autoprune.policy import PruningPolicy
 from autoprune.pruning import apply_policy
 from autoprune.records import TrialLog
-from autoprune.search import SearchContext
 from autoprune.search.amc import AMCSearcher, PruningEnv
 
 FAST = AMCConfig(warmup_episodes=2, batch_size=8, net_arch=[16, 16], gradient_steps=2)
 
 
 def _budget(tiny) -> float:
-    floor = tiny.predictor.predict(PruningPolicy("resnet8", tiny.max_ratio))
-    return floor + 0.3 * (tiny.profile.dense_ms - floor)
+    return tiny.context(Path("."), 0.3).budget_ms
 
 
 def test_env_passes_check_env_and_the_wall_keeps_episodes_feasible(tiny) -> None:
@@ -44,31 +41,10 @@ def test_env_passes_check_env_and_the_wall_keeps_episodes_feasible(tiny) -> None
         assert info["predicted_ms"] <= _budget(tiny) + 1e-9 and 0 <= r <= 1
 
 
-def _ctx(tiny, run_dir: Path, reward: str = "acc") -> SearchContext:
-    return SearchContext(
-        "resnet8",
-        [la.name for la in tiny.layers],
-        tiny.max_ratio,
-        1,
-        tiny.predictor,
-        _budget(tiny),
-        run_dir,
-        seed=0,
-    )
-
-
 def _run(tiny, run_dir: Path, n: int, cfg: AMCConfig = FAST):
-    ev = Evaluator(
-        tiny.model,
-        tiny.layers,
-        (3, 32, 32),
-        tiny.data.train,
-        tiny.data.val,
-        tiny.predictor,
-        FinetuneConfig(steps=1, batch_size=16),
-    )
     log = TrialLog(run_dir, "amc")
-    return run_search(AMCSearcher(_ctx(tiny, run_dir), cfg), LocalPool(ev), log, n), log
+    searcher = AMCSearcher(tiny.context(run_dir, 0.3), cfg)
+    return run_search(searcher, LocalPool(tiny.evaluator(steps=1)), log, n), log
 
 
 def test_agent_learns_through_the_evaluator_and_resumes(tiny, tmp_path: Path) -> None:

@@ -8,38 +8,17 @@ import pytest
 from autoprune.distributed import LocalPool, run_search
 from autoprune.errors import RunLockedError
 from autoprune.evaluate import Evaluator
-from autoprune.finetune import FinetuneConfig
 from autoprune.policy import PruningPolicy
 from autoprune.records import RunLock, TrialLog
-from autoprune.search import SearchContext, make_searcher
+from autoprune.search import make_searcher
 
 
-def _evaluator(tiny, cls=Evaluator) -> Evaluator:
-    return cls(
-        tiny.model,
-        tiny.layers,
-        (3, 32, 32),
-        tiny.data.train,
-        tiny.data.val,
-        tiny.predictor,
-        FinetuneConfig(steps=2, batch_size=16),
-    )
+def _evaluator(tiny, cls=None):
+    return tiny.evaluator(cls)
 
 
-def _ctx(tiny, run_dir: Path) -> SearchContext:
-    budget = (
-        tiny.profile.dense_ms + tiny.predictor.predict(PruningPolicy("resnet8", tiny.max_ratio))
-    ) / 2
-    return SearchContext(
-        "resnet8",
-        [la.name for la in tiny.layers],
-        tiny.max_ratio,
-        1,
-        tiny.predictor,
-        budget,
-        run_dir,
-        seed=0,
-    )
+def _ctx(tiny, run_dir: Path):
+    return tiny.context(run_dir)
 
 
 def _search(tiny, run_dir: Path, name: str, n: int, evaluator=None, **opts):
