@@ -167,3 +167,25 @@ def test_two_node_cluster_worker_killed_mid_trial_is_retried(tmp_path: Path) -> 
         assert len({r["trial"] for r in recs}) == 4
     finally:
         _ray("stop", "--force", check=False)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_keeps_finished_trials(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, trials=6, steps=40, parallel=1)
+    run = tmp_path / "run"
+    cmd = [str(BIN / "autoprune"), "search", "-c", str(cfg), "--run-dir", str(run)]
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    _wait(lambda: len(_records(run)) >= 1 or proc.poll() is not None, 240, "a finished trial")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    before = _records(run)
+    assert 1 <= len(before) < 6 and all(r["state"] == "COMPLETE" for r in before)
+    assert (run / "best_policy.json").is_file()
+    done = subprocess.run([*cmd, "--resume"], env=ENV, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr
+    after = _records(run)
+    assert after[: len(before)] == before and len({r["trial"] for r in after}) == 6
