@@ -379,6 +379,14 @@ def demo(
         if run_dir.exists():
             shutil.rmtree(run_dir)
         out.rule("1/4 search")
+        from autoprune.errors import ProfileError
+        from autoprune.workspace import build_workspace
+
+        try:  # the committed profile is only good on the processor it was measured on
+            build_workspace(cfg).load_profile()
+        except ProfileError as e:
+            out.print(f"measuring a profile for this machine ({e})")
+            cfg = cfg.replace(profile=str(run_dir / "profile.json"))
         summary = _run_search(cfg, SearchOptions(run_dir, use_ray=parallel > 1))
         _print_summary(summary, run_dir)
         out.rule("2/4 apply: final fine-tune + measured latency")

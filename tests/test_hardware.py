@@ -29,6 +29,11 @@ def test_profile_for_another_setting_is_refused(tiny) -> None:
         with pytest.raises(ProfileError, match=what):
             prof.check_matches(model="resnet8", spec=spec, input_shape=(3, 32, 32))
         prof.check_matches(model="resnet8", spec=spec, input_shape=(3, 32, 32), force=True)
+    import dataclasses
+
+    elsewhere = dataclasses.replace(prof, device_name="Some Other CPU")
+    with pytest.raises(ProfileError, match="device_name Some Other CPU"):
+        elsewhere.check_matches(model="resnet8", spec=DeviceSpec(), input_shape=(3, 32, 32))
     with pytest.raises(ProfileError, match="model resnet8"):
         prof.check_matches(model="resnet20", spec=DeviceSpec(), input_shape=(3, 32, 32))
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from autoprune._io import read_json, write_json
 from autoprune.errors import ProfileError
-from autoprune.hardware.measure import DeviceSpec
+from autoprune.hardware.measure import DeviceSpec, device_name
 
 FORMAT = "autoprune.profile/1"
 
@@ -58,10 +58,11 @@ class HardwareProfile:
     def check_matches(
         self, *, model: str, spec: DeviceSpec, input_shape: tuple[int, ...], force: bool = False
     ) -> None:
-        """Refuse a profile recorded for another model, device, thread count, batch or input."""
+        """Refuse a profile recorded for another model, processor, thread count, batch or input."""
         wanted = {
             "model": model,
             "device": spec.device,
+            "device_name": device_name(spec.device) if spec.device == "cpu" else self.device_name,
             "threads": spec.threads,
             "batch": spec.batch,
             "input_shape": list(input_shape),
@@ -69,6 +70,7 @@ class HardwareProfile:
         have = {
             "model": self.model,
             "device": self.device,
+            "device_name": self.device_name,
             "threads": self.threads,
             "batch": self.batch,
             "input_shape": list(self.input_shape),
