@@ -32,7 +32,13 @@ ENV = {
 def _config(tmp_path: Path, trials: int, steps: int, parallel: int) -> Path:
     """A small real search: ResNet-8 (random init), real CIFAR-10 slice, a fast real profile."""
     base = yaml.safe_load((REPO / "search_spaces/resnet20_cifar10.yaml").read_text())
-    base.update(model="resnet8", profile=str(tmp_path / "profile.json"), profile_grid_points=3)
+    # Budget 80 % of dense: comfortably reachable whatever the fast profile measures.
+    base.update(
+        model="resnet8",
+        profile=str(tmp_path / "profile.json"),
+        profile_grid_points=3,
+        budget="0.8",
+    )
     base["dataset"].update(val_size=64, train_limit=256)
     base["search"].update(trials=trials, parallel=parallel, startup_trials=2)
     base["short_finetune"].update(steps=steps, batch_size=32)
@@ -67,16 +73,12 @@ def test_driver_sigkill_then_resume_loses_and_repeats_nothing(tmp_path: Path) ->
     log = (tmp_path / "driver.log").open("w")
     proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait(
-            lambda: len(_records(run)) >= 2,
-            240,
-            "two finished trials: " + (tmp_path / "driver.log").read_text()[-2000:],
-        )
+        _wait(lambda: len(_records(run)) >= 2 or proc.poll() is not None, 240, "two trials")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     before = _records(run)
-    assert 2 <= len(before) < 6
+    assert 2 <= len(before) < 6, (tmp_path / "driver.log").read_text()[-2000:]
     done = subprocess.run([*cmd, "--resume"], env=ENV, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr
     after = _records(run)
