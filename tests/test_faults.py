@@ -177,7 +177,14 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_trials(tmp_path: Path) -> None:
     run = tmp_path / "run"
     cmd = [str(BIN / "autoprune"), "search", "-c", str(cfg), "--run-dir", str(run)]
     proc = subprocess.Popen(
-        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # A shell running the suite in the background passes SIGINT on as ignored; Python only
+        # turns SIGINT into KeyboardInterrupt when it starts with the default disposition.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait(lambda: len(_records(run)) >= 1 or proc.poll() is not None, 240, "a finished trial")
     proc.send_signal(signal.SIGINT)
