@@ -403,9 +403,5 @@ def demo(
         )
 
 
-def run() -> None:  # pragma: no cover - console entry for `python -m autoprune`
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,10 +166,6 @@ def best_policy_path(run_dir: Path) -> Path:
     if not path.is_file():
         raise PolicyError(f"{run_dir} has no {BEST} yet: no trial has finished")
     return path
-
-
-def dump(obj: Any) -> Any:
-    return asdict(obj) if hasattr(obj, "__dataclass_fields__") else obj
 
 
 __all__ = ["SearchOptions", "best_policy_path", "ensure_profile", "load_run", "search"]
