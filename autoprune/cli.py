@@ -157,7 +157,7 @@ def search(
     budget: str | None = typer.Option(
         None, help="Latency budget: fraction of dense (0.5, 50%) or absolute (2.5ms)."
     ),
-    searcher: str | None = typer.Option(None, help="optuna | amc | random | uniform."),
+    searcher: str | None = typer.Option(None, help="optuna | amc | random | uniform | global."),
     sampler: str | None = typer.Option(None, help="Optuna sampler: tpe | nsga2 | random."),
     trials: int | None = typer.Option(None, help="Number of candidate evaluations."),
     parallel: int | None = typer.Option(None, help="Evaluations in flight (Ray when > 1)."),
@@ -262,15 +262,27 @@ def apply(
     out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/final)."),
     finetune: bool = typer.Option(True, help="Run the final fine-tune recipe."),
     force: bool = typer.Option(False, help="Use a hardware profile that does not match."),
+    fit_device: bool = typer.Option(
+        True,
+        "--fit-device/--keep-policy",
+        help="Adjust the policy until its measured latency meets the budget (default), or apply "
+        "it exactly as saved.",
+    ),
 ) -> None:
-    """Apply the best policy, fine-tune it, re-measure its latency on the device, save the model."""
+    """Apply the best policy, fit it to the budget as measured on the device, fine-tune it,
+    re-measure its latency, save the model."""
     with _errors():
-        report = _apply(run_dir, config, out_dir, finetune, force)
+        report = _apply(run_dir, config, out_dir, finetune, force, fit_device)
         _print_report(report.to_dict())
 
 
 def _apply(
-    run_dir: Path, config: Path | None, out_dir: Path | None, finetune: bool, force: bool
+    run_dir: Path,
+    config: Path | None,
+    out_dir: Path | None,
+    finetune: bool,
+    force: bool,
+    fit_device: bool = True,
 ) -> Any:
     from autoprune.config import load_config
     from autoprune.export import apply_and_export
@@ -304,6 +316,7 @@ def _apply(
             finetune_final=finetune,
             onnx=False,
             progress=cb,
+            fit_device=fit_device,
         )
 
 
@@ -357,7 +370,7 @@ def demo(
     run_dir: Path = typer.Option(Path("runs/demo"), help="Where the demo writes its run."),
     trials: int = typer.Option(16, help="Candidate evaluations."),
     parallel: int = typer.Option(2, help="Evaluations in flight (Ray workers)."),
-    searcher: str = typer.Option("optuna", help="optuna | amc | random | uniform."),
+    searcher: str = typer.Option("optuna", help="optuna | amc | random | uniform | global."),
     budget: str = typer.Option("0.6", help="Latency budget (fraction of dense or ms)."),
 ) -> None:
     """Offline end-to-end demo on the bundled ResNet-20 and CIFAR-10 slice: profile, search,

@@ -44,7 +44,7 @@ class DeviceConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    searcher: str = "optuna"  # optuna | amc | random | uniform
+    searcher: str = "optuna"  # optuna | amc | random | uniform | global
     sampler: str = "tpe"  # tpe | nsga2 | random (optuna only)
     trials: int = 40
     seed: int = 0
@@ -182,8 +182,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"budget_margin must lie in [0, 0.5), got {cfg.budget_margin}")
     if cfg.round_to < 1:
         raise ConfigError(f"round_to must be ≥ 1, got {cfg.round_to}")
+    from autoprune.search import SEARCHERS
+
     choices = {
-        "search.searcher": (cfg.search.searcher, ("optuna", "amc", "random", "uniform")),
+        "search.searcher": (cfg.search.searcher, SEARCHERS),
         "search.sampler": (cfg.search.sampler, ("tpe", "nsga2", "random")),
         "mode": (cfg.mode, ("structured", "unstructured", "hybrid")),
         "amc.algorithm": (cfg.amc.algorithm, ("ddpg", "td3")),

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from autoprune._io import write_json, write_with
-from autoprune.budget import LatencyBudget
+from autoprune.budget import LatencyBudget, fit_to_budget
 from autoprune.errors import CheckpointError, PolicyError
 from autoprune.finetune import accuracy, finetune
 from autoprune.hardware import HardwareProfile, LUTPredictor
-from autoprune.hardware.measure import measure_models
+from autoprune.hardware.measure import Timing, measure_models, paired_ratio
 from autoprune.models import build_model, load_state_dict
 from autoprune.policy import PruningPolicy
 from autoprune.prunable import discover
@@ -37,7 +37,8 @@ class ExportReport:
 
     model: str
     policy: dict[str, Any]
-    budget_ms: float  # resolved against the dense latency measured now, beside the pruned model
+    budget_ms: float  # resolved against the dense model timed now, beside the pruned one
+
     dense: dict[str, float]
     pruned: dict[str, float]
     predicted_ms: float  # the profile's prediction, rescaled by the device's drift since profiling
@@ -47,6 +48,7 @@ class ExportReport:
     drift: float = 1.0  # dense latency now / dense latency when profiled
     onnx_max_abs_diff: float | None = None
     seconds: float = 0.0
+    device_fit: list[dict[str, float]] = field(default_factory=list)  # see fit_on_device
 
     @property
     def within_budget(self) -> bool:
@@ -139,6 +141,74 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> f
     return diff
 
 
+MEASURE = {"min_time_s": 4.0, "rounds": 20}  # ~10 s for a dense/pruned pair
+
+
+def resolve_measured(budget: LatencyBudget, dense: Timing, pruned: Timing) -> float:
+    """The budget in ms for a pruned model timed beside the dense one. A fractional budget is
+    judged on the paired per-round ratio (robust to drift): the pruned model is within it exactly
+    when ``paired_ratio(pruned, dense) <= fraction``."""
+    if budget.ms is not None:
+        return budget.ms
+    return float(budget.fraction) * pruned.ms / paired_ratio(pruned, dense)  # type: ignore[arg-type]
+
+
+def fit_on_device(
+    ws: Workspace,
+    policy: PruningPolicy,
+    profile: HardwareProfile,
+    budget: LatencyBudget,
+    *,
+    margin: float,
+    measure_kwargs: dict[str, Any],
+    max_steps: int = 5,
+) -> tuple[PruningPolicy, list[dict[str, float]]]:
+    """Close the loop on the device: time the pruned model beside the dense one and, while its
+    measured share of the budget is not within ``margin / 2`` of ``1 − margin``, move the policy
+    along its :func:`fit_to_budget` path to a new predicted latency (secant steps, bracketed once
+    both sides are seen). The table predicts well on average (median error ~3 %) but one model
+    can be 10 % off; some seconds of timing make the exported policy meet the budget *as
+    measured*, and use it. Returns the policy and one record per timing; stays within the bounds.
+    """
+    predictor = LUTPredictor(profile)
+    goal, tol = 1.0 - margin, max(margin / 2, 0.005)
+    current, history = policy, []
+    seen: list[tuple[float, float, PruningPolicy]] = []  # (predicted ms, share of budget, policy)
+    for _ in range(max_steps):
+        pruned = apply_policy(ws.model, current, ws.layers, ws.input_shape)
+        t_dense, t_pruned = measure_models(
+            [ws.model, pruned], ws.input_shape, profile.spec, **measure_kwargs
+        )
+        budget_ms = resolve_measured(budget, t_dense, t_pruned)
+        share = t_pruned.ms / budget_ms
+        predicted = predictor.predict(current)
+        history.append(
+            {"predicted_ms": predicted, "measured_ms": t_pruned.ms, "budget_ms": budget_ms}
+        )
+        seen.append((predicted, share, current))
+        if abs(share - goal) <= tol:
+            return current, history
+        under = [x for x in seen if x[1] < goal]
+        over = [x for x in seen if x[1] > goal]
+        if under and over:  # interpolate between the closest points on either side
+            (p0, s0, _), (p1, s1, _) = (
+                max(under, key=lambda x: x[1]),
+                min(over, key=lambda x: x[1]),
+            )
+            target = p0 + (goal - s0) * (p1 - p0) / (s1 - s0)
+        else:  # measured ≈ k · predicted: aim the prediction at goal × budget / k
+            target = predicted * goal / share
+        nxt = fit_to_budget(policy, ws.max_ratio, predictor, target)
+        if any(nxt.ratios == x[2].ratios for x in seen):  # channel steps: nothing new to try
+            break
+        current = nxt
+    # Not converged (noise or channel granularity): the fullest candidate that met the goal's
+    # tolerance from below, else the leanest one measured.
+    safe = [x for x in seen if x[1] <= goal + tol]
+    pick = max(safe, key=lambda x: x[1]) if safe else min(seen, key=lambda x: x[1])
+    return pick[2], history
+
+
 def apply_and_export(
     ws: Workspace,
     policy: PruningPolicy,
@@ -150,14 +220,33 @@ def apply_and_export(
     onnx: bool = True,
     progress: Progress | None = None,
     measure_kwargs: dict[str, Any] | None = None,
+    fit_device: bool = True,
 ) -> ExportReport:
-    """Prune ``ws.model`` with ``policy``, fine-tune with the final recipe, score, time, export."""
+    """Prune ``ws.model`` with ``policy``, fine-tune with the final recipe, score, time, export.
+
+    With ``fit_device`` (default) a structured policy is first adjusted so that its *measured*
+    latency meets the budget (:func:`fit_on_device`); the exported policy records the steps.
+    """
     start = time.perf_counter()
     report = progress or (lambda *_: None)
     check_policy_fits(policy, ws)
     data = ws.load_data()
     cfg = ws.config
     budget_spec = LatencyBudget.parse(budget or cfg.budget)
+    measure_kwargs = measure_kwargs or MEASURE
+    fit_history: list[dict[str, float]] = []
+    if fit_device and policy.mode != "unstructured":
+        report("fitting the budget on the device", 0, 1)
+        policy, fit_history = fit_on_device(
+            ws,
+            policy,
+            profile,
+            budget_spec,
+            margin=cfg.budget_margin,
+            measure_kwargs=measure_kwargs,
+        )
+        if len(fit_history) > 1:
+            policy = policy.with_metadata(device_fit=fit_history)
     dense = ws.model
     pruned = apply_policy(dense, policy, ws.layers, ws.input_shape)
     before = accuracy(pruned, data.val, cfg.eval_batch_size)
@@ -175,12 +264,13 @@ def apply_and_export(
         [dense, pruned],
         ws.input_shape,
         profile.spec,
-        **(measure_kwargs or {"min_time_s": 2.0, "rounds": 10}),
+        **measure_kwargs,
     )
     # Shared machines drift: compare with the dense model measured in the same interleaved rounds,
     # so a fractional budget means "this share of the dense model's latency" now, as promised.
-    drift = t_dense.ms / profile.dense_ms
-    budget_ms = budget_spec.resolve(t_dense.ms)
+    relative = paired_ratio(t_pruned, t_dense)
+    drift = t_pruned.ms / relative / profile.dense_ms
+    budget_ms = resolve_measured(budget_spec, t_dense, t_pruned)
     predicted = LUTPredictor(profile).predict(policy)
     report("measuring latency", 1, 1)
 
@@ -201,7 +291,11 @@ def apply_and_export(
         policy=policy.to_dict(),
         budget_ms=budget_ms,
         dense=stats(dense, t_dense),
-        pruned={**stats(pruned, t_pruned), "val_acc_before_ft": before},
+        pruned={
+            **stats(pruned, t_pruned),
+            "val_acc_before_ft": before,
+            "relative_latency": relative,
+        },
         predicted_ms=predicted * drift,
         predicted_ms_profile=predicted,
         drift=drift,
@@ -212,6 +306,7 @@ def apply_and_export(
             "batch": profile.batch,
             "versions": profile.versions,
         },
+        device_fit=fit_history,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     policy.save(out_dir / POLICY)
@@ -286,6 +381,14 @@ def markdown_report(rep: dict[str, Any]) -> str:
         "|---|---:|",
         *[f"| {k} | {v:.3f} |" for k, v in rep["policy"]["ratios"].items()],
     ]
+    fit = rep.get("device_fit") or []
+    if len(fit) > 1:
+        steps = ", ".join(f"{h['measured_ms']:.3f}" for h in fit)
+        lines += [
+            "",
+            f"The policy was adjusted on the device to meet the budget as measured: measured "
+            f"{steps} ms over {len(fit)} steps (budget {fit[-1]['budget_ms']:.3f} ms).",
+        ]
     if rep.get("onnx_max_abs_diff") is not None:
         lines += [
             "",
@@ -299,6 +402,7 @@ __all__ = [
     "apply_and_export",
     "export_dir",
     "export_onnx",
+    "fit_on_device",
     "load_pruned_model",
     "markdown_report",
 ]

@@ -27,6 +27,28 @@ class SparsityReport:
         return self.zeros / max(self.total, 1)
 
 
+def _importance() -> tp.importance.Importance:
+    # Torch-Pruning's group L2 magnitude, normalized by the group mean so that scores of different
+    # layers are comparable (what its global pruning ranks on).
+    return tp.importance.GroupMagnitudeImportance(p=2, normalizer="mean")
+
+
+def channel_scores(
+    model: nn.Module, layers: list[PrunableLayer], input_shape: tuple[int, ...]
+) -> dict[str, list[float]]:
+    """Per-channel importance of each prunable layer of the dense model: the ranking
+    :func:`prune_structured` removes channels by, comparable across layers."""
+    model = copy.deepcopy(model).eval()
+    dg = build_graph(model, input_shape)
+    imp = _importance()
+    return {
+        la.name: imp(
+            root_group(dg, model.get_submodule(la.name), list(range(la.channels)))
+        ).tolist()
+        for la in layers
+    }
+
+
 def prune_structured(
     model: nn.Module,
     policy: PruningPolicy,
@@ -48,7 +70,7 @@ def prune_structured(
         out_shape = model(torch.zeros(1, *input_shape)).shape
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     dg = build_graph(model, input_shape)
-    importance = tp.importance.GroupMagnitudeImportance(p=2)
+    importance = _importance()
     for layer in layers:
         keep = kept_channels(layer.channels, policy.ratio(layer.name), policy.round_to)
         if keep >= layer.channels:
@@ -139,6 +161,7 @@ def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[i
 __all__ = [
     "SparsityReport",
     "apply_policy",
+    "channel_scores",
     "check_forward",
     "count_macs_params",
     "prune_structured",

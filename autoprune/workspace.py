@@ -16,6 +16,7 @@ from autoprune.evaluate import Evaluator
 from autoprune.hardware import DeviceSpec, HardwareProfile, LUTPredictor, default_profile_path
 from autoprune.models import ModelSpec, build_model, model_spec
 from autoprune.prunable import PrunableLayer, discover
+from autoprune.pruning import channel_scores
 from autoprune.search._base import SearchContext
 
 Progress = Callable[[str, int, int], None]
@@ -120,6 +121,7 @@ class Workspace:
             budget_ms,
             run_dir,
             cfg.search.seed if seed is None else seed,
+            channel_scores=channel_scores(self.model, self.layers, self.input_shape),
         )
 
     def evaluator(

@@ -1,44 +1,75 @@
-"""Searched policies vs the obvious alternatives at the same latency budget.
+"""Searched policies vs the obvious alternatives at the same measured latency budget.
 
-    python -m benchmarks.run --suite quick        # 1 budget, 1 seed (~20 min on 2 cores)
-    python -m benchmarks.run --suite cpu-small    # budgets 50 % and 70 %, 2 seeds (~2 h)
+    python -m benchmarks.run --suite quick        # budget 50 %, 1 seed (~20 min on 2 cores)
+    python -m benchmarks.run --suite cpu-small    # budgets 50 % and 70 %, 2 seeds (~80 min)
+    python -m benchmarks.run --suite gpu          # ResNet-56 on CUDA (skips without a GPU)
 
-Every method gets the same number of evaluations, the same short fine-tune per candidate, and its
-best policy (by validation accuracy) the same final fine-tune; test accuracy is computed only for
-that final model. Writes ``benchmarks/results/<suite>.{json,md}``.
+Every method gets the same number of evaluations (the deterministic baselines have one candidate
+each), the same short fine-tune per candidate and, for its best policy by validation accuracy,
+the same on-device budget fit and final fine-tune (`autoprune apply`). Test accuracy is computed
+only for that final model. Writes ``benchmarks/results/<suite>.{json,md}`` after every row, so an
+interrupted run keeps what it finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from autoprune.config import load_config
-from autoprune.distributed import RayPool, init_ray, run_search
-from autoprune.export import apply_and_export
+from autoprune.config import to_dict as config_dict
+from autoprune.distributed import RayPool, run_search
+from autoprune.export import apply_and_export, load_pruned_model
+from autoprune.hardware import DeviceSpec
+from autoprune.hardware.measure import measure_models
 from autoprune.pipeline import ensure_profile
 from autoprune.policy import PruningPolicy
 from autoprune.records import TrialLog
 from autoprune.search import make_searcher
+from autoprune.workspace import build_workspace
 from benchmarks._common import provenance, save
 
+SEARCHED = ("optuna", "amc", "random")  # depend on the seed; uniform and global do not
 SUITES: dict[str, dict[str, Any]] = {
     "quick": {
+        "config": "search_spaces/resnet20_cifar10.yaml",
         "budgets": ["0.5"],
         "seeds": [0],
         "evals": 24,
-        "methods": ["optuna", "amc", "random", "uniform"],
+        "final_epochs": 8,
     },
     "cpu-small": {
+        "config": "search_spaces/resnet20_cifar10.yaml",
         "budgets": ["0.5", "0.7"],
         "seeds": [0, 1],
         "evals": 40,
-        "methods": ["optuna", "amc", "random", "uniform"],
+        "final_epochs": 8,
+    },
+    "gpu": {
+        "config": "search_spaces/resnet56_cifar10.yaml",
+        "budgets": ["0.5", "0.7"],
+        "seeds": [0, 1],
+        "evals": 40,
+        "final_epochs": 30,
+        "device": "cuda",
     },
 }
+METHODS = ["optuna", "amc", "random", "uniform", "global"]
+
+
+def throughput(ws, model, batch: int, device: str, threads: int) -> float:
+    """Images per second at ``batch`` (the batch-1 latency is what the budget is about)."""
+    (t,) = measure_models(
+        [model], ws.input_shape, DeviceSpec(device, threads, batch), min_time_s=2.0, rounds=5
+    )
+    return batch / t.ms * 1e3
 
 
 def run_method(cfg, ws, profile, data, method: str, budget: str, seed: int, evals: int) -> dict:
@@ -49,13 +80,20 @@ def run_method(cfg, ws, profile, data, method: str, budget: str, seed: int, eval
         searcher = make_searcher(
             method, ctx, sampler="tpe", startup_trials=cfg.search.startup_trials, amc=cfg.amc
         )
+        # The pool starts and stops its own Ray, so nothing else runs while latency is measured.
         pool = RayPool(ws.evaluator(data, profile), slots=cfg.search.parallel)
         log = TrialLog(run_dir, searcher.name)
         t0 = time.perf_counter()
-        summary = run_search(searcher, pool, log, evals, parallel=pool.slots, seed=seed)
+        try:
+            summary = run_search(searcher, pool, log, evals, parallel=pool.slots, seed=seed)
+        finally:
+            pool.close()
         search_s = time.perf_counter() - t0
         best = PruningPolicy.from_dict(summary.best["policy"])
         rep = apply_and_export(ws, best, profile, run_dir / "final", budget=budget, onnx=False)
+        pruned = load_pruned_model(rep.files["policy"], rep.files["model"])
+        dev, threads = profile.spec.device, profile.spec.threads
+        ips = [throughput(ws, m, 64, dev, threads) for m in (ws.model, pruned)]
     d, p = rep.dense, rep.pruned
     return {
         "method": method,
@@ -65,6 +103,7 @@ def run_method(cfg, ws, profile, data, method: str, budget: str, seed: int, eval
         "best_val_short_ft": summary.best["accuracy"],
         "val_acc": p["val_acc"],
         "test_acc": p["test_acc"],
+        "dense_val_acc": d["val_acc"],
         "dense_test_acc": d["test_acc"],
         "predicted_ms": rep.predicted_ms,
         "measured_ms": p["latency_ms"],
@@ -72,101 +111,158 @@ def run_method(cfg, ws, profile, data, method: str, budget: str, seed: int, eval
         "dense_ms": d["latency_ms"],
         "within_budget": rep.within_budget,
         "budget_used": p["latency_ms"] / rep.budget_ms,
+        "device_fit_steps": len(rep.device_fit),
         "macs": p["macs"],
         "params": p["params"],
-        "speedup": d["latency_ms"] / p["latency_ms"],
+        "speedup": 1 / p["relative_latency"],  # paired with the dense model, round by round
+        "relative_latency": p["relative_latency"],
         "mac_reduction": d["macs"] / p["macs"],
+        "b64_images_per_s": ips[1],
+        "dense_b64_images_per_s": ips[0],
         "search_s": search_s,
-        "ratios": best.ratios,
+        "apply_s": rep.seconds,
+        "ratios": PruningPolicy.from_dict(rep.policy).ratios,
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> dict | None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     ap.add_argument("--suite", choices=sorted(SUITES), default="quick")
-    ap.add_argument("--config", default="search_spaces/resnet20_cifar10.yaml")
+    ap.add_argument("--config", default=None, help="override the suite's config")
     ap.add_argument("--data-source", default="exact", help="slice | exact | jpeg")
-    ap.add_argument("--final-epochs", type=float, default=8)
-    ap.add_argument("--methods", nargs="*", default=None)
+    ap.add_argument("--data-root", default=None, help="folder of the CIFAR-10 npz/JPEG files")
+    ap.add_argument("--final-epochs", type=float, default=None)
+    ap.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
+    ap.add_argument("--name", default=None, help="results file name (default: the suite)")
     args = ap.parse_args(argv)
     suite = SUITES[args.suite]
-    cfg = load_config(args.config).replace(
-        **{
-            "dataset.source": args.data_source,
-            "dataset.val_size": 1000.0,
-            "final_finetune.epochs": args.final_epochs,
-        }
-    )
-    from autoprune.workspace import build_workspace
-
+    if suite.get("device") == "cuda" and not torch.cuda.is_available():
+        print(f"suite {args.suite!r} needs a CUDA GPU; none here, skipped", file=sys.stderr)
+        return None
+    final_epochs = args.final_epochs or suite["final_epochs"]
+    overrides: dict[str, Any] = {
+        "dataset.source": args.data_source,
+        "dataset.val_size": 1000.0,
+        "final_finetune.epochs": final_epochs,
+    }
+    if args.data_root:
+        overrides["dataset.root"] = args.data_root
+    if suite.get("device"):
+        overrides["device.device"] = suite["device"]
+    cfg = load_config(args.config or suite["config"]).replace(**overrides)
     ws = build_workspace(cfg)
     profile, _, _ = ensure_profile(ws)
     data = ws.load_data()
-    init_ray()
-    rows = []
+    rows: list[dict] = []
+    started = time.perf_counter()
     for budget in suite["budgets"]:
-        for seed in suite["seeds"]:
-            for method in args.methods or suite["methods"]:
+        for method in args.methods:
+            for seed in suite["seeds"] if method in SEARCHED else suite["seeds"][:1]:
                 row = run_method(cfg, ws, profile, data, method, budget, seed, suite["evals"])
                 rows.append(row)
                 print(
-                    {
-                        k: row[k]
-                        for k in (
-                            "method",
-                            "budget",
-                            "seed",
-                            "val_acc",
-                            "test_acc",
-                            "measured_ms",
-                            "budget_ms",
-                        )
-                    },
+                    f"budget {budget} seed {seed} {method:8s} val {row['val_acc']:.2f} "
+                    f"test {row['test_acc']:.2f} measured {row['measured_ms']:.3f} ms "
+                    f"(budget {row['budget_ms']:.3f}) search {row['search_s']:.0f} s",
                     flush=True,
                 )
-                _write(args, suite, cfg, profile, rows)
-    return _write(args, suite, cfg, profile, rows)
+                meta = {
+                    "suite": args.suite,
+                    "name": args.name or args.suite,
+                    "settings": {**suite, **vars(args), "final_epochs": final_epochs},
+                    "wall_s": time.perf_counter() - started,
+                }
+                _write(meta, cfg, profile, data, rows)
+    return _write(meta, cfg, profile, data, rows)
 
 
-def _write(args, suite, cfg, profile, rows) -> dict:
-    data = {
-        "suite": args.suite,
-        "settings": {
-            **suite,
-            **vars(args),
-            "short_finetune": cfg.short_finetune.__dict__,
-            "final_finetune": cfg.final_finetune.__dict__,
-            "budget_margin": cfg.budget_margin,
-        },
+def _spread(values: list[float], fmt: str = ".2f") -> str:
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def _write(meta, cfg, profile, data, rows) -> dict:
+    out = {
+        **meta,
+        "config": config_dict(cfg),
+        "data": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         "provenance": provenance(profile.device, profile.threads, profile.batch),
         "rows": rows,
     }
-    prov = data["provenance"]
+    prov, s = out["provenance"], meta["settings"]
     md = [
-        f"# Benchmark `{args.suite}`: {cfg.model} on CIFAR-10 ({args.data_source})",
+        f"# Benchmark `{meta['suite']}`: {cfg.model} on CIFAR-10 ({cfg.dataset.source})",
         "",
-        f"{prov['device_name']}, {profile.threads} thread(s), batch {profile.batch}; torch "
-        f"{prov['versions']['torch']}; commit {prov['git_commit']}; {prov['date']}. "
-        f"{suite['evals']} evaluations per method ({cfg.short_finetune.steps} fine-tune steps "
-        f"each), final fine-tune {args.final_epochs} epochs with distillation; validation = "
-        f"{int(cfg.dataset.val_size)} train images, test = exact test images.",
+        f"{prov['device_name']} ({prov['cpu_count']} cores), {profile.threads} thread(s), batch "
+        f"{profile.batch}; torch {prov['versions']['torch']}, torch-pruning "
+        f"{prov['versions']['torch_pruning']}, optuna {prov['versions']['optuna']}; commit "
+        f"{prov['git_commit']}; {prov['date']}; wall {meta['wall_s'] / 60:.0f} min.",
         "",
-        "| budget | seed | method | val top-1 | test top-1 | measured ms (budget) | predicted ms "
-        "| MACs M | params K | speed-up | speed-up ÷ MAC cut | search s |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"Data: {out['data']['train']} train / {out['data']['val']} validation (carved from "
+        f"train: the search reward) / {out['data']['test']} test images (final report only). "
+        f"{s['evals']} evaluations per searched method (uniform and global magnitude: one "
+        f"candidate each), {cfg.short_finetune.steps} fine-tune steps per candidate; the best "
+        f"policy by validation is fitted to the budget as measured on the device, then "
+        f"fine-tuned {s['final_epochs']:g} epochs with distillation (weight "
+        f"{cfg.final_finetune.distill}). Seeds {s['seeds']} for the searched methods.",
+        "",
+        "## Summary (mean ± std over seeds)",
+        "",
+        "| budget | method | test top-1 | val top-1 | measured ÷ budget | speed-up | "
+        "speed-up ÷ MAC cut | MACs M | b64 img/s | search s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["budget"], r["method"]), []).append(r)
+    for (budget, method), rs in groups.items():
+
+        def col(key: str, rs: list[dict] = rs) -> list[float]:
+            return [float(r[key]) for r in rs]
+
+        md.append(
+            f"| {float(budget):.0%} | {method} | {_spread(col('test_acc'))} | "
+            f"{_spread(col('val_acc'))} | {_spread(col('budget_used'), '.1%')} | "
+            f"{_spread(col('speedup'))}× | "
+            f"{_spread([r['speedup'] / r['mac_reduction'] for r in rs])} | "
+            f"{_spread([m / 1e6 for m in col('macs')])} | {_spread(col('b64_images_per_s'), '.0f')} | "
+            f"{statistics.mean(col('search_s')):.0f} |"
+        )
+    within = [r["within_budget"] for r in rows]
+    used = [r["budget_used"] for r in rows]
+    if rows:
+        md += [
+            "",
+            f"Dense: val {rows[0]['dense_val_acc']:.2f} %, test {rows[0]['dense_test_acc']:.2f} "
+            f"%, batch-64 throughput {rows[0]['dense_b64_images_per_s']:.0f} img/s.",
+            "",
+            "## Budget compliance",
+            "",
+            f"{sum(within)} of {len(within)} exported policies are within the budget as measured "
+            f"on the device; budget used: min {min(used):.1%}, median "
+            f"{statistics.median(used):.1%}, max {max(used):.1%}.",
+        ]
+    md += [
+        "",
+        "## Every run",
+        "",
+        "| budget | seed | method | val | test | measured ms (budget) | predicted ms | fit steps "
+        "| MACs M | params K | speed-up | b64 img/s | search s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         md.append(
             f"| {r['budget']} | {r['seed']} | {r['method']} | {r['val_acc']:.2f} | "
             f"{r['test_acc']:.2f} | {r['measured_ms']:.3f} ({r['budget_ms']:.3f}) | "
-            f"{r['predicted_ms']:.3f} | {r['macs'] / 1e6:.2f} | {r['params'] / 1e3:.1f} | "
-            f"{r['speedup']:.2f}× | {r['speedup'] / r['mac_reduction']:.2f} | "
+            f"{r['predicted_ms']:.3f} | {r['device_fit_steps']} | {r['macs'] / 1e6:.2f} | "
+            f"{r['params'] / 1e3:.1f} | {r['speedup']:.2f}× | {r['b64_images_per_s']:.0f} | "
             f"{r['search_s']:.0f} |"
         )
-    if rows:
-        md += ["", f"Dense: test top-1 {rows[0]['dense_test_acc']:.2f} %."]
-    save(args.suite, data, "\n".join(md) + "\n")
-    return data
+    save(meta["name"], out, "\n".join(md) + "\n")
+    return out
 
 
 if __name__ == "__main__":

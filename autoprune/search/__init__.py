@@ -6,13 +6,13 @@ from typing import Any
 
 from autoprune.errors import ConfigError
 from autoprune.search._base import Proposal, SearchContext, Searcher
-from autoprune.search.baselines import RandomSearcher, UniformSearcher
+from autoprune.search.baselines import GlobalMagnitudeSearcher, RandomSearcher, UniformSearcher
 
-SEARCHERS = ("optuna", "amc", "random", "uniform")
+SEARCHERS = ("optuna", "amc", "random", "uniform", "global")
 
 
 def make_searcher(name: str, ctx: SearchContext, **options: Any) -> Searcher:
-    """Build a searcher by name (``optuna``, ``amc``, ``random``, ``uniform``)."""
+    """Build a searcher by name (``optuna``, ``amc``, ``random``, ``uniform``, ``global``)."""
     if name == "optuna":
         from autoprune.search.optuna_search import OptunaSearcher
 
@@ -30,6 +30,8 @@ def make_searcher(name: str, ctx: SearchContext, **options: Any) -> Searcher:
         return RandomSearcher(ctx)
     if name == "uniform":
         return UniformSearcher(ctx)
+    if name == "global":
+        return GlobalMagnitudeSearcher(ctx)
     raise ConfigError(f"unknown searcher {name!r}; choose one of {', '.join(SEARCHERS)}")
 
 

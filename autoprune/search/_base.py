@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +27,7 @@ class SearchContext:
     run_dir: Path
     seed: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
+    channel_scores: Mapping[str, Sequence[float]] = field(default_factory=dict)  # dense model's
 
     def fit(self, ratios: Mapping[str, float], **metadata: Any) -> PruningPolicy:
         """A policy from raw ratios, moved onto the budget (see :func:`fit_to_budget`)."""

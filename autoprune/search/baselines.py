@@ -1,4 +1,5 @@
-"""Baselines on equal terms with the searchers: uniform ratios, and random feasible policies."""
+"""Baselines on equal terms with the searchers: uniform ratios, global magnitude pruning (as in
+Torch-Pruning) and random feasible policies, each moved onto the same latency budget."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from autoprune.errors import ConfigError
 from autoprune.evaluate import EvalResult
+from autoprune.policy import PruningPolicy
 from autoprune.search._base import Proposal, Searcher
 
 
@@ -65,4 +68,39 @@ class UniformSearcher(Searcher):
         pass
 
 
-__all__ = ["RandomSearcher", "UniformSearcher"]
+class GlobalMagnitudeSearcher(UniformSearcher):
+    """Torch-Pruning's global magnitude pruning: one threshold over the normalized group L2
+    importance of every channel of every layer (the lowest-scoring share is removed, each layer
+    capped at its bound); the share is raised until the predicted latency just meets the budget.
+    Layers thus lose channels where weights are small, not where latency is (a single candidate).
+    """
+
+    name = "global"
+
+    def ask(self) -> Proposal | None:
+        if self._asked:
+            return None
+        self._asked = True
+        ctx = self.ctx
+        if not ctx.channel_scores:
+            raise ConfigError("global magnitude pruning needs the dense model's channel scores")
+        scores = {n: np.asarray(ctx.channel_scores[n], dtype=float) for n in ctx.layers}
+        pooled = np.concatenate(list(scores.values()))
+
+        def at(share: float) -> PruningPolicy:
+            cut = np.quantile(pooled, share) if share > 0 else -np.inf
+            ratios = {n: min(float((s < cut).mean()), ctx.max_ratio[n]) for n, s in scores.items()}
+            return PruningPolicy(ctx.model, ratios, round_to=ctx.round_to)
+
+        lo, hi = 0.0, 1.0  # raise the pruned share until the prediction meets the budget
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            if ctx.predictor.predict(at(mid)) <= ctx.budget_ms:
+                hi = mid
+            else:
+                lo = mid
+        policy = at(hi).with_metadata(searcher=self.name, trial=0, global_share=hi)
+        return Proposal(0, policy, {"share": hi})
+
+
+__all__ = ["GlobalMagnitudeSearcher", "RandomSearcher", "UniformSearcher"]
