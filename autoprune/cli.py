@@ -115,10 +115,16 @@ def profile(
     device: str | None = typer.Option(None, help="cpu or cuda[:N]."),
     threads: int | None = typer.Option(None, help="CPU threads to pin while timing."),
     batch: int | None = typer.Option(None, help="Batch size to time."),
+    runtime: str | None = typer.Option(
+        None, help="What runs the model: torch (eager) or onnxruntime (CPU)."
+    ),
     grid_points: int | None = typer.Option(None, help="Channel counts timed per layer."),
     out_path: Path | None = typer.Option(None, "--out", help="Where to write the profile JSON."),
     min_time: float = typer.Option(
         0.5, help="Seconds each whole-model measurement runs at least."
+    ),
+    sweep: str = typer.Option(
+        "1,16,64", help="Batch sizes for the dense model's throughput and peak memory ('' = none)."
     ),
 ) -> None:
     """Measure a per-layer latency table for a model on this device (hardware_profiles/*.json)."""
@@ -133,12 +139,21 @@ def profile(
                 "device.device": device,
                 "device.threads": threads,
                 "device.batch": batch,
+                "device.runtime": runtime,
                 "profile_grid_points": grid_points,
             },
         )
+        from autoprune.errors import ConfigError
+
+        try:
+            batches = [int(b) for b in sweep.split(",") if b.strip()]
+        except ValueError as e:
+            raise ConfigError(f"--sweep takes batch sizes like 1,16,64: {e}") from e
+        if any(b < 1 for b in batches):
+            raise ConfigError("--sweep batch sizes must be at least 1")
         ws = build_workspace(cfg)
         with _progress() as cb:
-            prof = ws.measure_profile(progress=cb, min_time_s=min_time)
+            prof = ws.measure_profile(progress=cb, min_time_s=min_time, sweep=batches)
         path = out_path or ws.profile_path()
         prof.save(path)
         cal = prof.calibration
@@ -149,6 +164,11 @@ def profile(
             f"{prof.min_ms:.3f} ms; calibration fit error {100 * cal['fit_median_rel_err']:.1f} %"
             f" (median over {cal['policies']} whole-model measurements)"
         )
+        for row in prof.throughput:
+            out.print(
+                f"  batch {row['batch']:>4}: {row['ms']:.3f} ms, {row['images_per_s']:.0f} img/s, "
+                f"peak memory {row['peak_mem_mb']:.0f} MB"
+            )
 
 
 @app.command()
@@ -159,6 +179,9 @@ def search(
     ),
     searcher: str | None = typer.Option(None, help="optuna | amc | random | uniform | global."),
     sampler: str | None = typer.Option(None, help="Optuna sampler: tpe | nsga2 | random."),
+    runtime: str | None = typer.Option(
+        None, help="Budget latency for torch or onnxruntime (needs that profile)."
+    ),
     trials: int | None = typer.Option(None, help="Number of candidate evaluations."),
     parallel: int | None = typer.Option(None, help="Evaluations in flight (Ray when > 1)."),
     seed: int | None = typer.Option(None, help="Search seed."),
@@ -179,6 +202,12 @@ def search(
         "--run-dir; any SQLAlchemy URL to share a study).",
     ),
     force: bool = typer.Option(False, help="Use a hardware profile that does not match."),
+    sensitivity: Path | None = typer.Option(
+        None, help="sensitivity.json from `autoprune sensitivity`: bound each layer with it."
+    ),
+    max_drop: float = typer.Option(
+        2.0, help="With --sensitivity: accuracy points a layer may lose alone at its bound."
+    ),
 ) -> None:
     """Search per-layer pruning ratios under the latency budget predicted from the profile."""
     with _errors():
@@ -190,10 +219,13 @@ def search(
                 "budget": budget,
                 "search.searcher": searcher,
                 "search.sampler": sampler,
+                "device.runtime": runtime,
                 "search.parallel": parallel,
                 "search.seed": seed,
             },
         )
+        if sensitivity is not None:
+            cfg = _bounds_from(cfg, sensitivity, max_drop)
         opts = SearchOptions(
             run_dir,
             resume=resume,
@@ -208,6 +240,18 @@ def search(
         )
         summary = _run_search(cfg, opts)
         _print_summary(summary, run_dir)
+
+
+def _bounds_from(cfg: Config, path: Path, max_drop: float) -> Config:
+    """Per-layer min_keep from a sensitivity analysis; bounds written in the config win."""
+    from autoprune.errors import ConfigError
+    from autoprune.sensitivity import SensitivityResult
+
+    sens = SensitivityResult.load(path)
+    if sens.model != cfg.model:
+        raise ConfigError(f"{path} analyses {sens.model!r}, the config prunes {cfg.model!r}")
+    bounds = {**sens.bounds(max_drop, floor=cfg.layers.min_keep), **cfg.layers.bounds}
+    return cfg.replace(**{"layers.bounds": bounds})
 
 
 def _run_search(cfg: Config, opts: Any) -> Any:
@@ -342,6 +386,94 @@ def _print_report(rep: dict[str, Any]) -> None:
     )
     for kind, path in rep.get("files", {}).items():
         out.print(f"  {kind}: {path}")
+
+
+@app.command()
+def sensitivity(
+    config: Path | None = ConfigOpt,
+    ratios: str = typer.Option("0.2,0.4,0.6,0.8", help="Comma-separated shares to remove."),
+    finetune_steps: int = typer.Option(0, help="Fine-tune steps after pruning (0 = none)."),
+    layer: list[str] = typer.Option([], help="Only these layers (repeatable; default all)."),
+    parallel: int = typer.Option(1, help="Evaluations in flight (Ray when > 1)."),
+    address: str | None = typer.Option(None, help="Ray cluster to join: auto or ray://host:port."),
+    out_dir: Path = typer.Option(Path("runs/sensitivity"), "--out", help="Output folder."),
+    max_drop: float = typer.Option(2.0, help="Accuracy points for the suggested bounds."),
+) -> None:
+    """Prune each layer alone over a grid of ratios and score validation accuracy: a table,
+    accuracy-vs-ratio curves, and per-layer bounds for `search --sensitivity`."""
+    with _errors():
+        import dataclasses
+
+        import yaml
+
+        from autoprune._io import write_text
+        from autoprune.distributed import LocalPool, RayPool
+        from autoprune.errors import ConfigError
+        from autoprune.pipeline import ensure_profile
+        from autoprune.report.plots import plot_sensitivity
+        from autoprune.sensitivity import analyze
+        from autoprune.workspace import build_workspace
+
+        try:
+            grid = [float(r) for r in ratios.split(",") if r.strip()]
+        except ValueError as e:
+            raise ConfigError(f"--ratios must be numbers like 0.2,0.4: {e}") from e
+        cfg = _config(config, {})
+        ws = build_workspace(cfg)
+        prof, _, _ = ensure_profile(ws)
+        evaluator = ws.evaluator(ws.load_data(), prof)
+        evaluator.finetune_cfg = dataclasses.replace(
+            cfg.short_finetune, steps=finetune_steps, epochs=None
+        )
+        use_ray = parallel > 1 or address is not None
+        pool = (
+            RayPool(evaluator, address=address, slots=parallel)
+            if use_ray
+            else LocalPool(evaluator)
+        )
+        try:
+            with _progress() as cb:
+                res = analyze(
+                    evaluator,
+                    cfg.model,
+                    pool,
+                    grid,
+                    layers=layer or None,
+                    seed=cfg.search.seed,
+                    progress=lambda d, n: cb("sensitivity", d, n),
+                )
+        finally:
+            pool.close()
+        res.save(out_dir / "sensitivity.json")
+        write_text(out_dir / "sensitivity.md", res.markdown())
+        plot_sensitivity(res.ratios, res.accuracy, res.dense_accuracy, out_dir / "sensitivity.png")
+        bounds = res.bounds(max_drop, floor=cfg.layers.min_keep)
+        write_text(
+            out_dir / "bounds.yaml",
+            f"# min_keep per layer: at most {max_drop} points lost by pruning it alone\n"
+            + yaml.safe_dump({"layers": {"bounds": bounds}}, sort_keys=False),
+        )
+        out.print(res.markdown())
+        out.print(
+            f"written to [bold]{out_dir}[/] (sensitivity.json/.md/.png, bounds.yaml); use "
+            f"`autoprune search --sensitivity {out_dir / 'sensitivity.json'} --max-drop "
+            f"{max_drop}` to bound the search"
+        )
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A search run directory."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/report)."),
+) -> None:
+    """Write report.md and a self-contained report.html with plots: accuracy vs latency, search
+    progress, channels per layer, predicted vs measured latency, sensitivity (if analysed)."""
+    with _errors():
+        from autoprune.report import build_report
+
+        files = build_report(run_dir, out_dir)
+        for kind, path in files.items():
+            out.print(f"  {kind}: {path}")
 
 
 @app.command()

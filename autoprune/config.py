@@ -40,6 +40,7 @@ class DeviceConfig:
     device: str = "cpu"
     threads: int = 1
     batch: int = 1
+    runtime: str = "torch"  # torch | onnxruntime (what latency is measured with)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"budget_margin must lie in [0, 0.5), got {cfg.budget_margin}")
     if cfg.round_to < 1:
         raise ConfigError(f"round_to must be ≥ 1, got {cfg.round_to}")
+    for key in ("short_finetune", "final_finetune"):
+        ft = getattr(cfg, key)
+        if ft.iterative_steps < 1 or ft.patience < 0 or ft.eval_every < 0:
+            raise ConfigError(f"{key}: iterative_steps must be ≥ 1, patience and eval_every ≥ 0")
     from autoprune.search import SEARCHERS
 
     choices = {

@@ -215,4 +215,36 @@ def run_search(
     )
 
 
-__all__ = ["LocalPool", "Pool", "RayPool", "SearchSummary", "init_ray", "run_search"]
+def evaluate_all(
+    pool: Pool,
+    policies: list[PruningPolicy],
+    *,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Outcome]:
+    """Evaluate every policy (``pool.slots`` at a time); outcomes in the order of ``policies``."""
+    out: dict[int, Outcome] = {}
+    pending = list(enumerate(policies))[::-1]
+    in_flight = 0
+    while pending or in_flight:
+        while pending and in_flight < pool.slots:
+            key, policy = pending.pop()
+            pool.submit(key, policy, seed)
+            in_flight += 1
+        key, outcome = pool.wait()
+        out[key] = outcome
+        in_flight -= 1
+        if progress is not None:
+            progress(len(out), len(policies))
+    return [out[k] for k in range(len(policies))]
+
+
+__all__ = [
+    "LocalPool",
+    "Pool",
+    "RayPool",
+    "SearchSummary",
+    "evaluate_all",
+    "init_ray",
+    "run_search",
+]

@@ -19,7 +19,7 @@ from autoprune.finetune import FinetuneConfig, accuracy, finetune
 from autoprune.hardware.predictor import LatencyPredictor
 from autoprune.policy import PruningPolicy
 from autoprune.prunable import PrunableLayer
-from autoprune.pruning import apply_policy, count_macs_params
+from autoprune.pruning import apply_policy, count_macs_params, make_permanent
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,8 @@ class Evaluator:
         return [la.name for la in self.layers]
 
     def prune(self, policy: PruningPolicy) -> nn.Module:
-        return apply_policy(self.model, policy, self.layers, self.input_shape)
+        """Pruned copy; magnitude masks stay attached so fine-tuning keeps the zeros."""
+        return apply_policy(self.model, policy, self.layers, self.input_shape, permanent=False)
 
     def __call__(self, policy: PruningPolicy, seed: int = 0) -> EvalResult:
         if self.threads is not None:
@@ -103,6 +104,7 @@ class Evaluator:
             else None
         )
         finetune(pruned, self.train, self.finetune_cfg, seed=seed)
+        make_permanent(pruned)
         t1 = time.perf_counter()
         acc = accuracy(pruned, self.val, self.eval_batch_size)
         macs, params = count_macs_params(pruned, self.input_shape)

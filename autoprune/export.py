@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import copy
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,13 +16,14 @@ from torch import nn
 from autoprune._io import write_json, write_with
 from autoprune.budget import LatencyBudget, fit_to_budget
 from autoprune.errors import CheckpointError, PolicyError
-from autoprune.finetune import accuracy, finetune
+from autoprune.finetune import accuracy
 from autoprune.hardware import HardwareProfile, LUTPredictor
 from autoprune.hardware.measure import Timing, measure_models, paired_ratio
 from autoprune.models import build_model, load_state_dict
 from autoprune.policy import PruningPolicy
 from autoprune.prunable import discover
 from autoprune.pruning import apply_policy, count_macs_params, sparsity_report
+from autoprune.schedule import prune_and_finetune
 from autoprune.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
@@ -109,29 +108,11 @@ def load_pruned_model(
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> float:
     """Write ONNX (dynamic batch) and return the max |ONNX − PyTorch| on a random batch of 2."""
-    import onnxruntime as ort
+    from autoprune.hardware.ort import session, to_onnx
 
     x = torch.randn(2, *input_shape)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-
-    def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                copy.deepcopy(model).eval(),
-                (x,),
-                str(tmp),
-                input_names=["input"],
-                output_names=["logits"],
-                dynamo=True,
-                verbose=False,
-                dynamic_shapes=({0: batch},),
-                external_data=False,
-            )
-
-    write_with(path, write)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"input": x.numpy()})[0]
+    write_with(path, lambda tmp: to_onnx(model, x, tmp, dynamic_batch=True))
+    got = session(path, threads=1).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():
         want = model.eval()(x).numpy()
     diff = float(np.abs(got - want).max())
@@ -249,14 +230,18 @@ def apply_and_export(
             policy = policy.with_metadata(device_fit=fit_history)
     dense = ws.model
     pruned = apply_policy(dense, policy, ws.layers, ws.input_shape)
-    before = accuracy(pruned, data.val, cfg.eval_batch_size)
+    before = accuracy(pruned, data.val, cfg.eval_batch_size)  # one-shot, before fine-tuning
     if finetune_final:
-        finetune(
-            pruned,
+        pruned = prune_and_finetune(
+            dense,
+            policy,
+            ws.layers,
+            ws.input_shape,
             data.train,
             cfg.final_finetune,
             seed=cfg.search.seed,
             teacher=dense,
+            val=data.val,
             progress=lambda s, n, _loss: report("final fine-tune", s, n),
         )
     report("measuring latency", 0, 1)
@@ -346,55 +331,10 @@ def export_dir(src: Path, dst: Path, *, onnx: bool = True) -> dict[str, Any]:
         rep.setdefault("files", {})["onnx"] = str(dst / ONNX)
     write_json(dst / REPORT, rep)
     from autoprune._io import write_text
+    from autoprune.report import summary_markdown
 
-    write_text(dst / "report.md", markdown_report(rep))
+    write_text(dst / "report.md", summary_markdown(rep))
     return rep
-
-
-def markdown_report(rep: dict[str, Any]) -> str:
-    d, p = rep["dense"], rep["pruned"]
-    dev = rep["device"]
-    rows = [
-        ("validation top-1 (%)", f"{d['val_acc']:.2f}", f"{p['val_acc']:.2f}"),
-        ("test top-1 (%)", f"{d['test_acc']:.2f}", f"{p['test_acc']:.2f}"),
-        ("measured latency (ms)", f"{d['latency_ms']:.3f}", f"{p['latency_ms']:.3f}"),
-        ("predicted latency (ms)", "", f"{rep['predicted_ms']:.3f}"),
-        ("MACs (M)", f"{d['macs'] / 1e6:.2f}", f"{p['macs'] / 1e6:.2f}"),
-        ("params (K)", f"{d['params'] / 1e3:.1f}", f"{p['params'] / 1e3:.1f}"),
-    ]
-    lines = [
-        f"# autoprune report: {rep['model']}",
-        "",
-        f"Device: {dev['name']} ({dev['device']}, {dev['threads']} thread(s), batch {dev['batch']}); "
-        f"torch {dev['versions'].get('torch')}.",
-        f"Budget: {rep['budget_ms']:.3f} ms — measured {p['latency_ms']:.3f} ms "
-        f"({'within' if rep['within_budget'] else 'OVER'} budget; prediction error "
-        f"{100 * rep['prediction_error']:+.1f} %).",
-        "",
-        "| | dense | pruned |",
-        "|---|---:|---:|",
-        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
-        "",
-        "Per-layer pruning ratios:",
-        "",
-        "| layer | ratio |",
-        "|---|---:|",
-        *[f"| {k} | {v:.3f} |" for k, v in rep["policy"]["ratios"].items()],
-    ]
-    fit = rep.get("device_fit") or []
-    if len(fit) > 1:
-        steps = ", ".join(f"{h['measured_ms']:.3f}" for h in fit)
-        lines += [
-            "",
-            f"The policy was adjusted on the device to meet the budget as measured: measured "
-            f"{steps} ms over {len(fit)} steps (budget {fit[-1]['budget_ms']:.3f} ms).",
-        ]
-    if rep.get("onnx_max_abs_diff") is not None:
-        lines += [
-            "",
-            f"ONNX parity (onnxruntime vs PyTorch): max |diff| = {rep['onnx_max_abs_diff']:.2e}",
-        ]
-    return "\n".join(lines) + "\n"
 
 
 __all__ = [
@@ -404,5 +344,4 @@ __all__ = [
     "export_onnx",
     "fit_on_device",
     "load_pruned_model",
-    "markdown_report",
 ]

@@ -27,6 +27,10 @@ class FinetuneConfig:
         augment: random crop + flip.
         distill: weight of the KL term to the dense teacher's logits (0 = off).
         temperature: distillation temperature.
+        iterative_steps: prune → fine-tune rounds (1 = one-shot; see :mod:`autoprune.schedule`).
+        patience: early stop after this many validation checks without improvement, keeping
+            the best weights (0 = off; needs a validation split).
+        eval_every: steps between validation checks (0 = once per epoch).
     """
 
     steps: int = 200
@@ -38,6 +42,9 @@ class FinetuneConfig:
     augment: bool = True
     distill: float = 0.0
     temperature: float = 4.0
+    iterative_steps: int = 1
+    patience: int = 0
+    eval_every: int = 0
 
     def total_steps(self, n_train: int) -> int:
         if self.epochs is not None:
@@ -52,12 +59,19 @@ def finetune(
     *,
     seed: int = 0,
     teacher: nn.Module | None = None,
+    val: Split | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> float:
-    """Train ``model`` in place for ``cfg.total_steps`` steps; return the mean loss of the last 20."""
+    """Train ``model`` in place for ``cfg.total_steps`` steps; return the mean loss of the last 20.
+
+    With ``cfg.patience`` and a ``val`` split, stops early when validation accuracy has not
+    improved for ``patience`` checks and restores the best weights seen.
+    """
     total = cfg.total_steps(len(train))
     if total <= 0:
         return float("nan")
+    check = cfg.eval_every or math.ceil(len(train) / cfg.batch_size)
+    stopper = _EarlyStop(model, val, cfg.patience) if cfg.patience > 0 and val else None
     torch.manual_seed(seed)
     opt = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad],
@@ -101,11 +115,37 @@ def finetune(
             step += 1
             if progress is not None:
                 progress(step, total, losses[-1])
+            if stopper is not None and step % check == 0 and stopper.stop():
+                total = step
             if step >= total:
                 break
         epoch += 1
+    if stopper is not None:
+        stopper.restore()
     model.eval()
     return sum(losses[-20:]) / len(losses[-20:])
+
+
+class _EarlyStop:
+    """Tracks validation accuracy and the best weights during fine-tuning."""
+
+    def __init__(self, model: nn.Module, val: Split, patience: int) -> None:
+        self.model, self.val, self.patience = model, val, patience
+        self.best, self.state, self.waited = float("-inf"), None, 0
+
+    def stop(self) -> bool:
+        acc = accuracy(self.model, self.val)
+        self.model.train()
+        if acc > self.best:
+            self.best, self.waited = acc, 0
+            self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.waited += 1
+        return self.waited >= self.patience
+
+    def restore(self) -> None:
+        if self.state is not None:
+            self.model.load_state_dict(self.state)
 
 
 @torch.inference_mode()

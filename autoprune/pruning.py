@@ -98,11 +98,17 @@ def check_forward(model: nn.Module, input_shape: tuple[int, ...], out_shape: tor
 
 
 def prune_unstructured(
-    model: nn.Module, sparsity: dict[str, float], *, global_: bool = False
+    model: nn.Module,
+    sparsity: dict[str, float],
+    *,
+    global_: bool = False,
+    permanent: bool = True,
 ) -> nn.Module:
-    """Zero the smallest-magnitude weights of the named conv/linear layers (in place, made permanent).
+    """Zero the smallest-magnitude weights of the named conv/linear layers (in place).
 
     With ``global_`` the per-layer amounts are replaced by one global threshold at the mean amount.
+    With ``permanent=False`` the masks stay attached (``torch.nn.utils.prune``), so fine-tuning
+    cannot regrow pruned weights; call :func:`make_permanent` afterwards.
     """
     modules = dict(model.named_modules())
     targets = []
@@ -123,8 +129,16 @@ def prune_unstructured(
     else:
         for _, mod, amount in targets:
             nn_prune.l1_unstructured(mod, "weight", amount=amount)
-    for _, mod, _ in targets:
-        nn_prune.remove(mod, "weight")
+    if permanent:
+        make_permanent(model)
+    return model
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Fold attached magnitude masks into the weights (a no-op for layers without masks)."""
+    for mod in model.modules():
+        if hasattr(mod, "weight_mask"):
+            nn_prune.remove(mod, "weight")
     return model
 
 
@@ -142,13 +156,16 @@ def apply_policy(
     policy: PruningPolicy,
     layers: list[PrunableLayer],
     input_shape: tuple[int, ...],
+    *,
+    permanent: bool = True,
 ) -> nn.Module:
-    """Return a pruned copy of ``model``: channels first (structured/hybrid), then masks."""
+    """Return a pruned copy of ``model``: channels first (structured/hybrid), then masks
+    (kept attached with ``permanent=False``, for fine-tuning; see :func:`prune_unstructured`)."""
     pruned = copy.deepcopy(model)
     if policy.mode in ("structured", "hybrid"):
         pruned = prune_structured(pruned, policy, layers, input_shape, inplace=True)
     if policy.sparsity:
-        pruned = prune_unstructured(pruned, dict(policy.sparsity))
+        pruned = prune_unstructured(pruned, dict(policy.sparsity), permanent=permanent)
     return pruned
 
 
@@ -164,6 +181,7 @@ __all__ = [
     "channel_scores",
     "check_forward",
     "count_macs_params",
+    "make_permanent",
     "prune_structured",
     "prune_unstructured",
     "sparsity_report",

@@ -57,7 +57,12 @@ class Workspace:
         return default_profile_path(self.config.model, self.device)
 
     def measure_profile(
-        self, *, repeats: int = 30, min_time_s: float = 0.5, progress: Progress | None = None
+        self,
+        *,
+        repeats: int = 30,
+        min_time_s: float = 0.5,
+        progress: Progress | None = None,
+        sweep: list[int] | None = None,
     ) -> HardwareProfile:
         from autoprune.hardware.profiler import profile_model
 
@@ -73,6 +78,7 @@ class Workspace:
             repeats=repeats,
             min_time_s=min_time_s,
             progress=progress,
+            sweep=sweep,
         )
 
     def load_profile(
@@ -155,7 +161,7 @@ def build_workspace(cfg: Config) -> Workspace:
             raise ConfigError(
                 f"layer {name!r} in the config is not a prunable layer of {cfg.model!r}"
             )
-    dev = DeviceSpec(cfg.device.device, cfg.device.threads, cfg.device.batch)
+    dev = DeviceSpec(cfg.device.device, cfg.device.threads, cfg.device.batch, cfg.device.runtime)
     return Workspace(cfg, spec, model, layers, cfg.max_ratio([la.name for la in layers]), dev)
 
 

@@ -124,6 +124,15 @@ def test_search_apply_export_and_resume_rules_through_cli(tmp_path: Path) -> Non
     assert _cli("apply", str(run)).exit_code == 0
     res = _cli("export", str(run))
     assert res.exit_code == 0 and (run / "export/model.onnx").is_file()
+    res = _cli("report", str(run))
+    assert res.exit_code == 0, res.output
+    html = (run / "report/report.html").read_text()
+    md = (run / "report/report.md").read_text()
+    for fig in ("pareto", "progress", "layers", "latency"):
+        assert (run / f"report/{fig}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"]({fig}.png)" in md
+    assert html.count("data:image/png;base64,") == 4  # self-contained
+    assert "test top-1" in md and "measured latency" in md
 
 
 def test_cli_import_stays_light() -> None:

@@ -49,17 +49,28 @@ def paired_ratio(a: Timing, b: Timing) -> float:
     return statistics.median(x / y for x, y in zip(a.round_ms, b.round_ms, strict=True))
 
 
+RUNTIMES = ("torch", "onnxruntime")
+
+
 @dataclass(frozen=True)
 class DeviceSpec:
-    """Where latency is measured: ``cpu`` or ``cuda[:i]``, CPU threads and batch size."""
+    """Where latency is measured: ``cpu`` or ``cuda[:i]``, CPU threads, batch size, and the
+    runtime executing the model (eager PyTorch, or ONNX Runtime's CPU provider)."""
 
     device: str = "cpu"
     threads: int = 1
     batch: int = 1
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(
+                f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}"
+            )
+        if self.runtime == "onnxruntime" and self.device != "cpu":
+            raise ConfigError("the onnxruntime runtime is measured on the cpu device only")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} requested but CUDA is not available here")
         if self.threads < 1 or self.batch < 1:
@@ -69,7 +80,8 @@ class DeviceSpec:
     def tag(self) -> str:
         """A short file-name-safe id, e.g. ``cpu-t1-b1``."""
         dev = self.device.replace(":", "")
-        return f"{dev}-t{self.threads}-b{self.batch}" if dev == "cpu" else f"{dev}-b{self.batch}"
+        tag = f"{dev}-t{self.threads}-b{self.batch}" if dev == "cpu" else f"{dev}-b{self.batch}"
+        return "ort-" + tag if self.runtime == "onnxruntime" else tag
 
 
 def device_name(device: str) -> str:
@@ -183,15 +195,58 @@ def measure_models(
     """Latency of one forward pass of each model at ``spec.batch``, measured interleaved."""
     x = torch.randn(spec.batch, *input_shape, device=spec.device)
     models = [m.eval().to(spec.device) for m in models]
+    if spec.runtime == "onnxruntime":
+        from autoprune.hardware.ort import model_runner
+
+        fns = [model_runner(m, x, spec.threads) for m in models]
+    else:
+        fns = [lambda m=m: m(x) for m in models]
     with pinned_threads(spec.threads), torch.inference_mode():
         return time_many(
-            [lambda m=m: m(x) for m in models],
+            fns,
             spec.device,
             warmup=warmup,
             repeats=repeats,
             min_time_s=min_time_s,
             rounds=rounds,
         )
+
+
+def throughput_sweep(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    spec: DeviceSpec,
+    batches: list[int],
+    *,
+    min_time_s: float = 1.0,
+) -> list[dict[str, float]]:
+    """Latency, images/s and peak memory of the whole model at each batch size.
+
+    Peak memory is what the device's allocator reports (CUDA: ``max_memory_allocated`` for that
+    batch) or, on CPU, the process's peak resident set so far (``ru_maxrss``, monotone over the
+    sweep, model and data included): an upper bound a deployment can plan with.
+    """
+    import resource
+
+    cuda = spec.device.startswith("cuda")
+    out = []
+    for b in sorted(set(batches)):
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(spec.device)
+        (t,) = measure_models(
+            [model],
+            input_shape,
+            DeviceSpec(spec.device, spec.threads, b, spec.runtime),
+            min_time_s=min_time_s,
+            rounds=5,
+        )
+        peak = (
+            torch.cuda.max_memory_allocated(spec.device) / 2**20
+            if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        )
+        out.append({"batch": b, "ms": t.ms, "images_per_s": b / t.ms * 1e3, "peak_mem_mb": peak})
+    return out
 
 
 def measure_latency(
@@ -205,6 +260,7 @@ def measure_latency(
 
 
 __all__ = [
+    "RUNTIMES",
     "DeviceSpec",
     "Timing",
     "device_name",
@@ -212,6 +268,7 @@ __all__ = [
     "measure_models",
     "paired_ratio",
     "pinned_threads",
+    "throughput_sweep",
     "time_many",
     "versions",
 ]

@@ -49,11 +49,13 @@ class HardwareProfile:
     versions: dict[str, str]
     created: str
     notes: dict[str, Any] = field(default_factory=dict)
+    throughput: list[dict[str, float]] = field(default_factory=list)  # dense model, batch sweep
+    runtime: str = "torch"
 
     @property
     def spec(self) -> DeviceSpec:
         """The measurement setting (built without the CUDA-availability check, to read anywhere)."""
-        return _spec_no_check(self.device, self.threads, self.batch)
+        return _spec_no_check(self.device, self.threads, self.batch, self.runtime)
 
     def check_matches(
         self, *, model: str, spec: DeviceSpec, input_shape: tuple[int, ...], force: bool = False
@@ -65,6 +67,7 @@ class HardwareProfile:
             "device_name": device_name(spec.device) if spec.device == "cpu" else self.device_name,
             "threads": spec.threads,
             "batch": spec.batch,
+            "runtime": spec.runtime,
             "input_shape": list(input_shape),
         }
         have = {
@@ -73,6 +76,7 @@ class HardwareProfile:
             "device_name": self.device_name,
             "threads": self.threads,
             "batch": self.batch,
+            "runtime": self.runtime,
             "input_shape": list(self.input_shape),
         }
         diff = [f"{k} {have[k]} (wanted {wanted[k]})" for k in wanted if have[k] != wanted[k]]
@@ -103,11 +107,11 @@ class HardwareProfile:
             raise ProfileError(f"hardware profile {path} is malformed: {e}") from e
 
 
-def _spec_no_check(device: str, threads: int, batch: int) -> DeviceSpec:
+def _spec_no_check(device: str, threads: int, batch: int, runtime: str) -> DeviceSpec:
     spec = object.__new__(DeviceSpec)
-    object.__setattr__(spec, "device", device)
-    object.__setattr__(spec, "threads", threads)
-    object.__setattr__(spec, "batch", batch)
+    for key, value in (("device", device), ("threads", threads), ("batch", batch)):
+        object.__setattr__(spec, key, value)
+    object.__setattr__(spec, "runtime", runtime)
     return spec
 
 

@@ -15,6 +15,7 @@ from autoprune.hardware.measure import (
     device_name,
     measure_models,
     pinned_threads,
+    throughput_sweep,
     time_many,
     versions,
 )
@@ -48,12 +49,29 @@ def _layer_op(g: ModuleGeometry, c_in: int, c_out: int) -> nn.Module:
 def _time_op(
     g: ModuleGeometry, c_in: int, c_out: int, spec: DeviceSpec, repeats: int, min_time_s: float
 ) -> float:
-    op = _layer_op(g, c_in, c_out).eval().to(spec.device)
-    shape = (spec.batch, c_in) if g.kind == "linear" else (spec.batch, c_in, *g.in_hw)
-    x = torch.randn(*shape, device=spec.device)
+    if spec.runtime == "onnxruntime":
+        from autoprune.hardware.ort import op_runner
+
+        fn = op_runner(
+            g.kind,
+            c_in,
+            c_out,
+            kernel=g.kernel,
+            stride=g.stride,
+            padding=g.padding,
+            depthwise=g.depthwise,
+            in_hw=tuple(g.in_hw),
+            batch=spec.batch,
+            threads=spec.threads,
+        )
+    else:
+        op = _layer_op(g, c_in, c_out).eval().to(spec.device)
+        shape = (spec.batch, c_in) if g.kind == "linear" else (spec.batch, c_in, *g.in_hw)
+        x = torch.randn(*shape, device=spec.device)
+        fn = lambda: op(x)  # noqa: E731
     with torch.inference_mode():
         return time_many(
-            [lambda: op(x)],
+            [fn],
             spec.device,
             warmup=5,
             repeats=repeats,
@@ -122,6 +140,7 @@ def profile_model(
     min_time_s: float = 0.5,
     seed: int = 0,
     progress: Progress | None = None,
+    sweep: list[int] | None = None,
 ) -> HardwareProfile:
     """Measure the latency table and its calibration for ``model`` on ``spec``.
 
@@ -131,6 +150,7 @@ def profile_model(
         calibration_policies: random policies measured whole to fit the table to real latency.
         repeats: timed runs per measurement (the median is kept).
         min_time_s: each whole-model measurement runs at least this long (a layer a quarter).
+        sweep: batch sizes at which to record the dense model's throughput and peak memory.
     """
     report = progress or (lambda *_: None)
     geo = module_geometry(model, input_shape)
@@ -154,6 +174,7 @@ def profile_model(
         device_name=device_name(spec.device),
         threads=spec.threads,
         batch=spec.batch,
+        runtime=spec.runtime,
         round_to=round_to,
         max_ratio=dict(max_ratio),
         layers=[
@@ -178,6 +199,10 @@ def profile_model(
         seed,
         report,
     )
+    if sweep:
+        report("batch sweep", 0, 1)
+        profile.throughput = throughput_sweep(model, input_shape, spec, sweep)
+        report("batch sweep", 1, 1)
     return profile
 
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from autoprune.errors import CheckpointError, ConfigError
 from autoprune.models.cifar_resnet import CifarResNet, to_prunable_shortcuts
+from autoprune.models.cifar_vgg import CifarVGG
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHARED_PRETRAINED = (
@@ -43,8 +44,18 @@ def _cifar_factory(depth: int) -> Callable[..., nn.Module]:
     return make
 
 
+def _vgg_factory(depth: int, width: float) -> Callable[..., nn.Module]:
+    def make(num_classes: int = 10, **_: object) -> nn.Module:
+        return CifarVGG(depth, num_classes, width)
+
+    return make
+
+
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[int, int, int]]] = {
-    f"resnet{d}": (_cifar_factory(d), (3, 32, 32)) for d in (8, 14, 20, 32, 44, 56)
+    **{f"resnet{d}": (_cifar_factory(d), (3, 32, 32)) for d in (8, 14, 20, 32, 44, 56)},
+    "cifar_vgg11": (_vgg_factory(11, 1.0), (3, 32, 32)),
+    "cifar_vgg16": (_vgg_factory(16, 1.0), (3, 32, 32)),
+    "cifar_vgg11_s": (_vgg_factory(11, 0.125), (3, 32, 32)),  # 1/8 width, for quick trials
 }
 
 

@@ -1,0 +1,115 @@
+"""ONNX Runtime as a measurement target: the budget can be set for the runtime a model is
+deployed with, not only for eager PyTorch. Whole models go through ``torch.onnx`` export; the
+profile's single layers are written directly as one-node ONNX graphs (an export per layer would
+take seconds each, and the table times over a thousand of them)."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def to_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic_batch: bool) -> None:
+    """Write ``model`` as ONNX (opset from the dynamo exporter; weights inside the file)."""
+    kwargs: dict[str, Any] = {}
+    if dynamic_batch:
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            copy.deepcopy(model).eval(),
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamo=True,
+            verbose=False,
+            external_data=False,
+            **kwargs,
+        )
+
+
+def session(model: bytes | str | Path, threads: int) -> Any:
+    """A CPU InferenceSession pinned to ``threads`` intra-op threads, all graph optimizations."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+
+
+def model_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Any:
+    """A zero-argument callable running ``model`` on ``x`` in ONNX Runtime."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        to_onnx(model.cpu(), x.cpu(), path, dynamic_batch=False)
+        sess = session(path.read_bytes(), threads)
+    feed = {sess.get_inputs()[0].name: x.cpu().numpy()}
+    return lambda: sess.run(None, feed)
+
+
+def op_runner(
+    kind: str,
+    c_in: int,
+    c_out: int,
+    *,
+    kernel: int,
+    stride: int,
+    padding: int,
+    depthwise: bool,
+    in_hw: tuple[int, ...],
+    batch: int,
+    threads: int,
+) -> Any:
+    """A callable running one conv (or linear) layer of this geometry in ONNX Runtime."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    if kind == "linear":
+        w = rng.standard_normal((c_out, c_in)).astype(np.float32)
+        b = np.zeros(c_out, dtype=np.float32)
+        node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)
+        inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+        x_shape, y_shape = [batch, c_in], [batch, c_out]
+    else:
+        groups = c_in if depthwise else 1
+        w = rng.standard_normal((c_out, c_in // groups, kernel, kernel)).astype(np.float32)
+        node = helper.make_node(
+            "Conv",
+            ["x", "w"],
+            ["y"],
+            kernel_shape=[kernel, kernel],
+            strides=[stride, stride],
+            pads=[padding] * 4,
+            group=groups,
+        )
+        inits = [numpy_helper.from_array(w, "w")]
+        x_shape = [batch, c_in, *in_hw]
+        y_shape = [batch, c_out] + [(s + 2 * padding - kernel) // stride + 1 for s in in_hw]
+    graph = helper.make_graph(
+        [node],
+        "op",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = min(proto.ir_version, 9)
+    sess = session(proto.SerializeToString(), threads)
+    feed = {"x": rng.standard_normal(x_shape).astype(np.float32)}
+    return lambda: sess.run(None, feed)
+
+
+__all__ = ["model_runner", "op_runner", "session", "to_onnx"]

@@ -1,0 +1,252 @@
+"""Reports people can look at: ``autoprune report RUN_DIR`` writes ``report.md`` and a
+self-contained ``report.html`` (PNG figures embedded) from a run's records — trial log, applied
+model's measurements, hardware profile and, when present, the sensitivity analysis."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoprune._io import write_text
+from autoprune.errors import ConfigError
+from autoprune.policy import PruningPolicy, kept_channels
+from autoprune.report import plots
+
+
+@dataclass
+class Document:
+    """A report as blocks, rendered to markdown and to HTML from the same content."""
+
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(("h2", text))
+
+    def text(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self.blocks.append(("table", (list(header), [list(map(str, r)) for r in rows])))
+
+    def image(self, path: Path, caption: str) -> None:
+        self.blocks.append(("img", (path, caption)))
+
+    def markdown(self) -> str:
+        out = [f"# {self.title}"]
+        for kind, value in self.blocks:
+            if kind == "h2":
+                out.append(f"## {value}")
+            elif kind == "p":
+                out.append(value)
+            elif kind == "table":
+                header, rows = value
+                out.append(
+                    "\n".join(
+                        [
+                            "| " + " | ".join(header) + " |",
+                            "|" + "---|" * len(header),
+                            *["| " + " | ".join(r) + " |" for r in rows],
+                        ]
+                    )
+                )
+            else:
+                path, caption = value
+                out.append(f"![{caption}]({path.name})\n\n*{caption}*")
+        return "\n\n".join(out) + "\n"
+
+    def html(self) -> str:
+        esc = html.escape
+        body = [f"<h1>{esc(self.title)}</h1>"]
+        for kind, value in self.blocks:
+            if kind == "h2":
+                body.append(f"<h2>{esc(value)}</h2>")
+            elif kind == "p":
+                body.append(f"<p>{esc(value)}</p>")
+            elif kind == "table":
+                header, rows = value
+                head = "".join(f"<th>{esc(h)}</th>" for h in header)
+                cells = "".join(
+                    "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows
+                )
+                body.append(f"<table><tr>{head}</tr>{cells}</table>")
+            else:
+                path, caption = value
+                data = base64.b64encode(path.read_bytes()).decode()
+                body.append(
+                    f'<figure><img src="data:image/png;base64,{data}" alt="{esc(caption)}">'
+                    f"<figcaption>{esc(caption)}</figcaption></figure>"
+                )
+        style = (
+            "body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+            "padding:3px 8px;text-align:right}th{background:#f3f3f3}img{max-width:100%}"
+            "figcaption{font-size:.9em;color:#555}"
+        )
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(self.title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+        )
+
+
+def add_summary(doc: Document, rep: dict[str, Any]) -> None:
+    """Dense vs pruned as measured by ``autoprune apply`` (an ExportReport dict)."""
+    d, p, dev = rep["dense"], rep["pruned"], rep["device"]
+    doc.text(
+        f"Device: {dev['name']} ({dev['device']}, {dev['threads']} thread(s), batch "
+        f"{dev['batch']}); torch {dev['versions'].get('torch')}. Budget {rep['budget_ms']:.3f} ms"
+        f" — measured {p['latency_ms']:.3f} ms ({'within' if rep['within_budget'] else 'OVER'} "
+        f"budget; prediction error {100 * rep['prediction_error']:+.1f} %)."
+    )
+    doc.table(
+        ["", "dense", "pruned"],
+        [
+            ("validation top-1 (%)", f"{d['val_acc']:.2f}", f"{p['val_acc']:.2f}"),
+            ("test top-1 (%)", f"{d['test_acc']:.2f}", f"{p['test_acc']:.2f}"),
+            ("measured latency (ms)", f"{d['latency_ms']:.3f}", f"{p['latency_ms']:.3f}"),
+            ("predicted latency (ms)", "", f"{rep['predicted_ms']:.3f}"),
+            ("MACs (M)", f"{d['macs'] / 1e6:.2f}", f"{p['macs'] / 1e6:.2f}"),
+            ("params (K)", f"{d['params'] / 1e3:.1f}", f"{p['params'] / 1e3:.1f}"),
+            ("weight sparsity", f"{d.get('sparsity', 0):.1%}", f"{p.get('sparsity', 0):.1%}"),
+        ],
+    )
+    fit = rep.get("device_fit") or []
+    if len(fit) > 1:
+        steps = ", ".join(f"{h['measured_ms']:.3f}" for h in fit)
+        doc.text(
+            f"The policy was adjusted on the device to meet the budget as measured: measured "
+            f"{steps} ms over {len(fit)} steps (budget {fit[-1]['budget_ms']:.3f} ms)."
+        )
+    doc.table(["layer", "ratio"], [(k, f"{v:.3f}") for k, v in rep["policy"]["ratios"].items()])
+    if rep.get("onnx_max_abs_diff") is not None:
+        doc.text(
+            f"ONNX parity (onnxruntime vs PyTorch): max |diff| = {rep['onnx_max_abs_diff']:.2e}"
+        )
+
+
+def summary_markdown(rep: dict[str, Any]) -> str:
+    """The markdown summary written next to an export."""
+    doc = Document(f"autoprune report: {rep['model']}")
+    add_summary(doc, rep)
+    return doc.markdown()
+
+
+def _applied(run_dir: Path) -> dict[str, Any] | None:
+    for sub in ("export", "final"):
+        path = run_dir / sub / "report.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
+
+
+def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and the PNG figures for a search run into ``out_dir``
+    (default ``RUN_DIR/report``); return their paths."""
+    from autoprune.pipeline import load_run
+    from autoprune.records import TRIALS, TrialLog
+    from autoprune.sensitivity import SensitivityResult
+
+    cfg, info = load_run(run_dir)
+    records = TrialLog.read(run_dir / TRIALS)
+    if not records:
+        raise ConfigError(f"{run_dir} has no finished trials to report on")
+    out = out_dir or run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rep = _applied(run_dir)
+    done = [r for r in records if r["state"] == "COMPLETE"]
+    doc = Document(f"autoprune report: {info['model']} — {info['searcher']} search")
+    doc.text(
+        f"{len(records)} trials ({len(records) - len(done)} failed), budget {info['budget']} = "
+        f"{info['budget_ms']:.3f} ms on {info['device_name']} ({info['device']}, "
+        f"{info['threads']} thread(s), batch {info['batch']}); validation accuracy after "
+        f"{cfg.short_finetune.steps} fine-tune steps per trial."
+    )
+    files: dict[str, Path] = {}
+    if rep is not None:
+        doc.heading("Result (measured on the device)")
+        add_summary(doc, rep)
+    drift = rep["drift"] if rep else 1.0
+    doc.heading("Accuracy vs latency")
+    files["pareto"] = plots.plot_pareto(
+        [(r["predicted_ms"] * drift, r["accuracy"]) for r in done],
+        out / "pareto.png",
+        dense=(rep["dense"]["latency_ms"], rep["dense"]["val_acc"]) if rep else None,
+        exported=(rep["pruned"]["latency_ms"], rep["pruned"]["val_acc"]) if rep else None,
+        budget_ms=rep["budget_ms"] if rep else info["budget_ms"],
+    )
+    doc.image(
+        files["pareto"],
+        "Every trial at its predicted latency (rescaled by the device's drift) and validation "
+        "accuracy after the short fine-tune; the dense and exported models as measured.",
+    )
+    doc.heading("Search progress")
+    files["progress"] = plots.plot_progress(
+        [r.get("accuracy") for r in records], out / "progress.png"
+    )
+    doc.image(files["progress"], "Validation accuracy per trial and the best so far.")
+    best = sorted(done, key=lambda r: -r["accuracy"])[:5]
+    doc.table(
+        ["trial", "val top-1", "predicted ms", "MACs M"],
+        [
+            (
+                r["trial"],
+                f"{r['accuracy']:.2f}",
+                f"{r['predicted_ms']:.3f}",
+                f"{r['macs'] / 1e6:.2f}",
+            )
+            for r in best
+        ],
+    )
+    profile = _profile(info)
+    if profile is not None:
+        channels = {la["name"]: int(la["channels"]) for la in profile["layers"]}
+        policy = PruningPolicy.from_dict(rep["policy"] if rep else best[0]["policy"])
+        kept = {n: kept_channels(c, policy.ratio(n), policy.round_to) for n, c in channels.items()}
+        doc.heading("Channels per layer")
+        files["layers"] = plots.plot_layers(channels, kept, out / "layers.png")
+        doc.image(files["layers"], "Output channels kept per prunable layer vs the dense model.")
+        doc.heading("Latency predictor")
+        groups = {"profile calibration (in-sample)": _calibration_points(profile)}
+        if rep:
+            fit = rep.get("device_fit") or []
+            groups["device fit steps"] = [
+                (h["measured_ms"], h["predicted_ms"] * drift) for h in fit
+            ]
+            groups["exported model"] = [(rep["pruned"]["latency_ms"], rep["predicted_ms"])]
+        files["latency"] = plots.plot_latency(groups, out / "latency.png")
+        doc.image(files["latency"], "Predicted vs measured whole-model latency.")
+    sens_path = run_dir / "sensitivity.json"
+    if sens_path.is_file():
+        sens = SensitivityResult.load(sens_path)
+        doc.heading("Per-layer sensitivity")
+        files["sensitivity"] = plots.plot_sensitivity(
+            sens.ratios, sens.accuracy, sens.dense_accuracy, out / "sensitivity.png"
+        )
+        doc.image(files["sensitivity"], "Validation accuracy with one layer pruned at a time.")
+    files["markdown"] = write_text(out / "report.md", doc.markdown())
+    files["html"] = write_text(out / "report.html", doc.html())
+    return files
+
+
+def _profile(info: dict[str, Any]) -> dict[str, Any] | None:
+    path = Path(info.get("profile") or "")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _calibration_points(profile: dict[str, Any]) -> list[tuple[float, float]]:
+    cal = profile.get("calibration", {})
+    coef, offset = cal.get("coef"), cal.get("offset", 0.0)
+    if not coef:
+        return []
+    return [
+        (meas, sum(c * x for c, x in zip(coef, xs, strict=False)) + offset)
+        for *xs, meas in cal.get("points", [])
+    ]
+
+
+__all__ = ["Document", "add_summary", "build_report", "summary_markdown"]

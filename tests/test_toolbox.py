@@ -1,0 +1,184 @@
+"""The toolbox around the search: global magnitude baseline, on-device budget fit, sensitivity,
+iterative and early-stopped fine-tuning, sparsity kept through fine-tuning, model families."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from autoprune.cli import app
+from autoprune.errors import ConfigError
+from autoprune.finetune import FinetuneConfig, accuracy, finetune
+from autoprune.policy import PruningPolicy, uniform
+from autoprune.pruning import apply_policy, channel_scores, sparsity_report
+from autoprune.schedule import prune_and_finetune
+from autoprune.search import make_searcher
+from autoprune.sensitivity import SensitivityResult
+from tests.conftest import profile_for, write_config
+
+SHAPE = (3, 32, 32)
+
+
+def test_global_magnitude_baseline_meets_and_spends_the_budget(tiny, tmp_path: Path) -> None:
+    ctx = tiny.context(tmp_path)
+    with pytest.raises(ConfigError, match="channel scores"):
+        make_searcher("global", ctx).ask()
+    ctx = dataclasses.replace(ctx, channel_scores=channel_scores(tiny.model, tiny.layers, SHAPE))
+    searcher = make_searcher("global", ctx)
+    policy = searcher.ask().policy
+    assert searcher.ask() is None  # a single candidate
+    predicted = ctx.predictor.predict(policy)
+    assert 0.9 * ctx.budget_ms <= predicted <= ctx.budget_ms
+    assert len({round(r, 3) for r in policy.ratios.values()}) > 1  # not uniform
+    assert all(r <= ctx.max_ratio[n] + 1e-9 for n, r in policy.ratios.items())
+
+
+def test_device_fit_gives_channels_back_far_under_budget(tmp_path: Path) -> None:
+    from autoprune.budget import LatencyBudget
+    from autoprune.config import load_config
+    from autoprune.export import fit_on_device
+    from autoprune.workspace import build_workspace
+
+    cfg_path = write_config(tmp_path, model="resnet8")
+    profile_for(cfg_path)
+    ws = build_workspace(load_config(cfg_path))
+    start = uniform("resnet8", ws.layer_names, 0.8)  # ~a third of dense latency
+    fitted, history = fit_on_device(
+        ws,
+        start,
+        ws.load_profile(),
+        LatencyBudget.parse("1.0"),
+        margin=0.03,
+        measure_kwargs={"min_time_s": 0.2, "rounds": 4},
+    )
+    assert len(history) >= 2
+    assert history[0]["measured_ms"] < 0.8 * history[0]["budget_ms"]
+    assert all(fitted.ratio(n) <= 0.8 for n in ws.layer_names)
+    assert sum(fitted.ratios.values()) < sum(start.ratios.values())
+
+
+def test_sensitivity_bounds_and_files() -> None:
+    res = SensitivityResult("m", [0.5, 0.9], 90.0, {"a": [89.0, 80.0], "b": [70.0, 60.0]})
+    assert res.bounds(2.0) == {"a": 0.5, "b": 1.0}
+    assert res.bounds(25.0, floor=0.2) == {"a": 0.2, "b": 0.5}
+    assert "| a |" in res.markdown()
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_sensitivity_cli_seeds_the_search_bounds(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, model="resnet8")
+    profile_for(cfg)
+    out = tmp_path / "sens"
+    res = _cli(
+        "sensitivity", "-c", str(cfg), "--ratios", "0.5,0.9", "--layer", "conv1",
+        "--layer", "layer1.0.conv1", "--out", str(out), "--max-drop", "100",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    sens = SensitivityResult.load(out / "sensitivity.json")
+    assert list(sens.accuracy) == ["conv1", "layer1.0.conv1"] and sens.ratios == [0.5, 0.9]
+    assert all(0 <= a <= 100 for accs in sens.accuracy.values() for a in accs)
+    assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    assert "bounds" in (out / "bounds.yaml").read_text()
+    run = tmp_path / "run"
+    res = _cli(
+        "search", "-c", str(cfg), "--run-dir", str(run), "--trials", "1",
+        "--sensitivity", str(out / "sensitivity.json"), "--max-drop", "100",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    info = json.loads((run / "search.json").read_text())
+    assert info["max_ratio"]["conv1"] == pytest.approx(0.8)  # 1 - max(0.1 analysed, 0.2 floor)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**sens.to_dict(), "model": "resnet20"}))
+    res = _cli(
+        "search", "-c", str(cfg), "--run-dir", str(tmp_path / "r2"), "--sensitivity", str(bad)
+    )
+    assert res.exit_code == 2 and "analyses 'resnet20'" in res.output
+    assert not (tmp_path / "r2").exists()
+
+
+def test_iterative_schedule_reaches_the_one_shot_architecture_and_keeps_sparsity(tiny) -> None:
+    target = tiny.layers[1].name
+    policy = PruningPolicy(
+        "resnet8",
+        {la.name: 0.5 for la in tiny.layers},
+        mode="hybrid",
+        sparsity={target: 0.6},
+    )
+    one_shot = apply_policy(tiny.model, policy, tiny.layers, SHAPE)
+    for steps in (1, 3):
+        cfg = FinetuneConfig(steps=6, batch_size=16, iterative_steps=steps)
+        model = prune_and_finetune(
+            tiny.model, policy, tiny.layers, SHAPE, tiny.data.train, cfg, teacher=tiny.model
+        )
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
+        assert shapes == {k: v.shape for k, v in one_shot.state_dict().items()}
+        weight = model.get_submodule(target).weight
+        assert float((weight == 0).float().mean()) >= 0.59  # fine-tuning did not regrow zeros
+        assert not hasattr(model.get_submodule(target), "weight_mask")  # masks folded in
+    assert sparsity_report(model).zeros > 0
+
+
+def test_early_stop_stops_and_restores_the_best_weights(tiny) -> None:
+    model = apply_policy(tiny.model, PruningPolicy("resnet8", {}), tiny.layers, SHAPE)
+    seen: dict[int, float] = {}
+
+    def progress(step: int, total: int, loss: float) -> None:
+        seen[step] = accuracy(model, tiny.data.val) if step == 2 else float("nan")
+        model.train()
+
+    cfg = FinetuneConfig(steps=40, batch_size=16, lr=50.0, patience=1, eval_every=2)
+    finetune(model, tiny.data.train, cfg, val=tiny.data.val, progress=progress)
+    assert max(seen) < 40  # stopped early: lr 50 destroys the weights
+    assert accuracy(model, tiny.data.val) >= seen[2]  # the best checkpoint came back
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "cifar_vgg11_s", "tests.user_models:tiny_net"])
+def test_model_family_prunes_exports_onnx_and_reloads(name: str, tmp_path: Path) -> None:
+    from autoprune.export import export_onnx, load_pruned_model
+    from autoprune.models import build_model
+    from autoprune.prunable import discover
+
+    dense = build_model(name, num_classes=10, pretrained=False).eval()
+    layers = discover(dense, SHAPE)
+    assert layers
+    policy = uniform(name, [la.name for la in layers], 0.3)
+    pruned = apply_policy(dense, policy, layers, SHAPE).eval()
+    before = sum(p.numel() for p in dense.parameters())
+    assert sum(p.numel() for p in pruned.parameters()) < 0.8 * before
+    assert export_onnx(pruned, SHAPE, tmp_path / "model.onnx") <= 1e-3
+    policy.save(tmp_path / "policy.json")
+    torch.save(pruned.state_dict(), tmp_path / "model.pt")
+    again = load_pruned_model(tmp_path / "policy.json", tmp_path / "model.pt", input_size=32)
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), pruned(x))
+
+
+def test_onnxruntime_profile_with_batch_sweep(tmp_path: Path) -> None:
+    from autoprune.hardware import HardwareProfile
+
+    cfg = write_config(tmp_path, model="resnet8", profile=None)
+    out = tmp_path / "hp"
+    res = _cli(
+        "profile", "-c", str(cfg), "--runtime", "onnxruntime", "--sweep", "1,4",
+        "--min-time", "0.05", "--out", str(out / "ort.json"),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    prof = HardwareProfile.load(out / "ort.json")
+    assert prof.runtime == "onnxruntime" and prof.spec.tag == "ort-cpu-t1-b1"
+    assert [r["batch"] for r in prof.throughput] == [1, 4]
+    assert all(r["images_per_s"] > 0 and r["peak_mem_mb"] > 0 for r in prof.throughput)
+    assert 0 < prof.min_ms < prof.dense_ms
+    torch_cfg = write_config(tmp_path, model="resnet8", profile=str(out / "ort.json"))
+    res = _cli("search", "-c", str(torch_cfg), "--run-dir", str(tmp_path / "run"))
+    assert res.exit_code == 2 and "runtime onnxruntime (wanted torch)" in res.output
+    res = _cli("profile", "-c", str(cfg), "--runtime", "tflite")
+    assert res.exit_code == 2 and "runtime must be one of" in res.output
