@@ -506,7 +506,7 @@ def demo(
     budget: str = typer.Option("0.6", help="Latency budget (fraction of dense or ms)."),
 ) -> None:
     """Offline end-to-end demo on the bundled ResNet-20 and CIFAR-10 slice: profile, search,
-    apply, export — a few minutes on a laptop CPU."""
+    apply, export, report — a few minutes on a laptop CPU."""
     with _errors():
         import shutil
 
@@ -523,7 +523,7 @@ def demo(
         )
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        out.rule("1/4 search")
+        out.rule("1/5 search")
         from autoprune.errors import ProfileError
         from autoprune.workspace import build_workspace
 
@@ -534,17 +534,22 @@ def demo(
             cfg = cfg.replace(profile=str(run_dir / "profile.json"))
         summary = _run_search(cfg, SearchOptions(run_dir, use_ray=parallel > 1))
         _print_summary(summary, run_dir)
-        out.rule("2/4 apply: final fine-tune + measured latency")
+        out.rule("2/5 apply: fit to the measured budget, final fine-tune, re-measure")
         rep = _apply(run_dir, None, None, True, False)
-        out.rule("3/4 export")
+        out.rule("3/5 export")
         from autoprune.export import export_dir
 
         full = export_dir(run_dir / "final", run_dir / "export", onnx=True)
-        out.rule("4/4 result")
+        out.rule("4/5 report")
+        from autoprune.report import build_report
+
+        files = build_report(run_dir)
+        out.rule("5/5 result")
         _print_report(full)
         out.print(
             f"exports in [bold]{run_dir / 'export'}[/] (model.pt, best_policy.json, "
-            f"model.onnx, report.md); latency {rep.pruned['latency_ms']:.3f} ms"
+            f"model.onnx, report.md); latency {rep.pruned['latency_ms']:.3f} ms; plots and "
+            f"report in [bold]{files['html']}[/]"
         )
 
 

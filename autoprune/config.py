@@ -81,7 +81,9 @@ class Config:
     input_size: int | None = None
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     layers: LayersConfig = field(default_factory=LayersConfig)
-    mode: str = "structured"
+    mode: str = "structured"  # structured | hybrid (+ magnitude sparsity at apply) | unstructured
+    sparsity: float = 0.0  # hybrid/unstructured: share of remaining conv/linear weights zeroed
+    sparsity_scope: str = "layer"  # layer (same share per layer) | global (one threshold)
     round_to: int = 1
     budget: str = "0.5"
     budget_margin: float = 0.03  # search aims this share under the budget (predictor error)
@@ -183,6 +185,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"budget_margin must lie in [0, 0.5), got {cfg.budget_margin}")
     if cfg.round_to < 1:
         raise ConfigError(f"round_to must be ≥ 1, got {cfg.round_to}")
+    if not 0 <= cfg.sparsity < 1 or (cfg.mode != "structured") != (cfg.sparsity > 0):
+        raise ConfigError(
+            f"sparsity must lie in [0, 1) and be > 0 exactly when mode is hybrid or "
+            f"unstructured (mode {cfg.mode}, sparsity {cfg.sparsity})"
+        )
     for key in ("short_finetune", "final_finetune"):
         ft = getattr(cfg, key)
         if ft.iterative_steps < 1 or ft.patience < 0 or ft.eval_every < 0:
@@ -193,6 +200,7 @@ def _validate(cfg: Config) -> None:
         "search.searcher": (cfg.search.searcher, SEARCHERS),
         "search.sampler": (cfg.search.sampler, ("tpe", "nsga2", "random")),
         "mode": (cfg.mode, ("structured", "unstructured", "hybrid")),
+        "sparsity_scope": (cfg.sparsity_scope, ("layer", "global")),
         "amc.algorithm": (cfg.amc.algorithm, ("ddpg", "td3")),
         "amc.reward": (cfg.amc.reward, ("acc", "error_log_cost")),
     }

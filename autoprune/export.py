@@ -22,7 +22,7 @@ from autoprune.hardware.measure import Timing, measure_models, paired_ratio
 from autoprune.models import build_model, load_state_dict
 from autoprune.policy import PruningPolicy
 from autoprune.prunable import discover
-from autoprune.pruning import apply_policy, count_macs_params, sparsity_report
+from autoprune.pruning import apply_policy, count_macs_params, sparsity_report, with_sparsity
 from autoprune.schedule import prune_and_finetune
 from autoprune.workspace import Workspace
 
@@ -63,6 +63,17 @@ class ExportReport:
             "within_budget": self.within_budget,
             "prediction_error": self.prediction_error,
         }
+
+
+def disk_size(model: nn.Module) -> dict[str, int]:
+    """Bytes of the saved state dict, raw and deflate-compressed (what zeroed weights save)."""
+    import io
+    import zlib
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    raw = buf.getvalue()
+    return {"file_bytes": len(raw), "file_bytes_compressed": len(zlib.compress(raw, 6))}
 
 
 def check_policy_fits(policy: PruningPolicy, ws: Workspace) -> None:
@@ -228,6 +239,8 @@ def apply_and_export(
         )
         if len(fit_history) > 1:
             policy = policy.with_metadata(device_fit=fit_history)
+    if cfg.mode != "structured" and not policy.sparsity:  # magnitude sparsity on top, for size
+        policy = with_sparsity(policy, ws.model, cfg.sparsity, cfg.sparsity_scope)
     dense = ws.model
     pruned = apply_policy(dense, policy, ws.layers, ws.input_shape)
     before = accuracy(pruned, data.val, cfg.eval_batch_size)  # one-shot, before fine-tuning
@@ -261,6 +274,7 @@ def apply_and_export(
 
     def stats(model: nn.Module, timing: Any) -> dict[str, float]:
         macs, params = count_macs_params(model, ws.input_shape)
+        sparse = sparsity_report(model)
         return {
             "val_acc": accuracy(model, data.val, cfg.eval_batch_size),
             "test_acc": accuracy(model, data.test, cfg.eval_batch_size),
@@ -268,7 +282,9 @@ def apply_and_export(
             "latency_median_ms": timing.median_ms,
             "macs": macs,
             "params": params,
-            "sparsity": sparsity_report(model).sparsity,
+            "nonzero_params": params - sparse.zeros,
+            "sparsity": sparse.sparsity,
+            **disk_size(model),
         }
 
     result = ExportReport(

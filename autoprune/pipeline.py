@@ -96,6 +96,11 @@ def search(
     run_dir = opts.run_dir
     # Everything that can be refused is checked before the run directory is touched.
     cfg = _run_config(run_dir, cfg, opts)
+    if cfg.mode == "unstructured":
+        raise ConfigError(
+            "mode unstructured removes no channels, so latency on dense kernels does not change "
+            "and there is nothing to search: use mode hybrid, or `autoprune apply` a policy"
+        )
     ws = build_workspace(cfg)
     profile, profile_path, _ = ensure_profile(ws, force=opts.force, progress=progress)
     budget_ms = ws.budget_ms(profile)

@@ -164,9 +164,39 @@ def apply_policy(
     pruned = copy.deepcopy(model)
     if policy.mode in ("structured", "hybrid"):
         pruned = prune_structured(pruned, policy, layers, input_shape, inplace=True)
+    return apply_sparsity(pruned, policy, permanent=permanent)
+
+
+def apply_sparsity(
+    model: nn.Module, policy: PruningPolicy, *, permanent: bool = True
+) -> nn.Module:
+    """Zero the policy's share of weights by magnitude, per layer or with one global threshold
+    (``metadata["sparsity_scope"] == "global"``), in place."""
     if policy.sparsity:
-        pruned = prune_unstructured(pruned, dict(policy.sparsity), permanent=permanent)
-    return pruned
+        scope = policy.metadata.get("sparsity_scope", "layer")
+        prune_unstructured(
+            model, dict(policy.sparsity), global_=scope == "global", permanent=permanent
+        )
+    return model
+
+
+def with_sparsity(
+    policy: PruningPolicy, model: nn.Module, sparsity: float, scope: str = "layer"
+) -> PruningPolicy:
+    """``policy`` plus ``sparsity`` on every trainable conv/linear layer of ``model`` (frozen ones,
+    like the CIFAR ResNets' channel-selection shortcuts, are left alone)."""
+    names = [
+        n for n, m in model.named_modules() if isinstance(m, ROOT_TYPES) and m.weight.requires_grad
+    ]
+    mode = "unstructured" if not any(policy.ratios.values()) else "hybrid"
+    return PruningPolicy(
+        policy.model,
+        {} if mode == "unstructured" else dict(policy.ratios),
+        mode,
+        policy.round_to,
+        {n: sparsity for n in names},
+        {**policy.metadata, "sparsity_scope": scope},
+    )
 
 
 def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -178,6 +208,7 @@ def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[i
 __all__ = [
     "SparsityReport",
     "apply_policy",
+    "apply_sparsity",
     "channel_scores",
     "check_forward",
     "count_macs_params",
@@ -185,4 +216,5 @@ __all__ = [
     "prune_structured",
     "prune_unstructured",
     "sparsity_report",
+    "with_sparsity",
 ]

@@ -14,7 +14,7 @@ from autoprune.data import Split
 from autoprune.finetune import FinetuneConfig, finetune
 from autoprune.policy import PruningPolicy, kept_channels
 from autoprune.prunable import PrunableLayer
-from autoprune.pruning import apply_policy, make_permanent, prune_structured, prune_unstructured
+from autoprune.pruning import apply_policy, apply_sparsity, make_permanent, prune_structured
 
 
 def prune_and_finetune(
@@ -60,8 +60,8 @@ def prune_and_finetune(
         now = [dataclasses.replace(la, channels=current[la.name]) for la in layers]
         model = prune_structured(model, step, now, input_shape, inplace=True)
         current = target
-        if k == rounds and policy.sparsity:
-            prune_unstructured(model, dict(policy.sparsity), permanent=False)
+        if k == rounds:
+            apply_sparsity(model, policy, permanent=False)
 
         def tick(s: int, _n: int, loss: float, k: int = k) -> None:
             if progress is not None:

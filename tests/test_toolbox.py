@@ -182,3 +182,34 @@ def test_onnxruntime_profile_with_batch_sweep(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "runtime onnxruntime (wanted torch)" in res.output
     res = _cli("profile", "-c", str(cfg), "--runtime", "tflite")
     assert res.exit_code == 2 and "runtime must be one of" in res.output
+
+
+def test_hybrid_mode_adds_magnitude_sparsity_that_survives_fine_tuning(tmp_path: Path) -> None:
+    from autoprune.config import load_config
+    from autoprune.export import apply_and_export, load_pruned_model
+    from autoprune.workspace import build_workspace
+
+    cfg_path = write_config(tmp_path, model="resnet8", mode="hybrid", sparsity=0.5)
+    profile_for(cfg_path)
+    ws = build_workspace(load_config(cfg_path))
+    rep = apply_and_export(
+        ws,
+        uniform("resnet8", ws.layer_names, 0.3),
+        ws.load_profile(),
+        tmp_path / "out",
+        onnx=False,
+        fit_device=False,
+        measure_kwargs={"min_time_s": 0.05, "rounds": 2},
+    )
+    p, d = rep.pruned, rep.dense
+    assert rep.policy["mode"] == "hybrid" and p["sparsity"] > 0.45
+    assert p["nonzero_params"] < 0.6 * p["params"] < d["params"]
+    assert (
+        p["file_bytes_compressed"] / p["file_bytes"] < d["file_bytes_compressed"] / d["file_bytes"]
+    )
+    model = load_pruned_model(rep.files["policy"], rep.files["model"])
+    assert sparsity_report(model).sparsity == pytest.approx(p["sparsity"])
+    res = _cli("search", "-c", str(write_config(tmp_path, mode="unstructured", sparsity=0.5)))
+    assert res.exit_code == 2 and "nothing to search" in res.output
+    res = _cli("search", "-c", str(write_config(tmp_path, mode="hybrid")))
+    assert res.exit_code == 2 and "sparsity must lie in [0, 1)" in res.output

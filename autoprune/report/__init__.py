@@ -112,7 +112,7 @@ def add_summary(doc: Document, rep: dict[str, Any]) -> None:
             ("predicted latency (ms)", "", f"{rep['predicted_ms']:.3f}"),
             ("MACs (M)", f"{d['macs'] / 1e6:.2f}", f"{p['macs'] / 1e6:.2f}"),
             ("params (K)", f"{d['params'] / 1e3:.1f}", f"{p['params'] / 1e3:.1f}"),
-            ("weight sparsity", f"{d.get('sparsity', 0):.1%}", f"{p.get('sparsity', 0):.1%}"),
+            *_sparsity_rows(d, p),
         ],
     )
     fit = rep.get("device_fit") or []
@@ -127,6 +127,24 @@ def add_summary(doc: Document, rep: dict[str, Any]) -> None:
         doc.text(
             f"ONNX parity (onnxruntime vs PyTorch): max |diff| = {rep['onnx_max_abs_diff']:.2e}"
         )
+
+
+def _sparsity_rows(d: dict[str, Any], p: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = [("conv/linear weight sparsity", f"{d['sparsity']:.1%}", f"{p['sparsity']:.1%}")]
+    if "nonzero_params" in p:
+        rows += [
+            (
+                "nonzero params (K)",
+                f"{d['nonzero_params'] / 1e3:.1f}",
+                f"{p['nonzero_params'] / 1e3:.1f}",
+            ),
+            (
+                "model.pt size, raw / deflated (KB)",
+                f"{d['file_bytes'] / 1e3:.0f} / {d['file_bytes_compressed'] / 1e3:.0f}",
+                f"{p['file_bytes'] / 1e3:.0f} / {p['file_bytes_compressed'] / 1e3:.0f}",
+            ),
+        ]
+    return rows
 
 
 def summary_markdown(rep: dict[str, Any]) -> str:
