@@ -213,3 +213,12 @@ def test_hybrid_mode_adds_magnitude_sparsity_that_survives_fine_tuning(tmp_path:
     assert res.exit_code == 2 and "nothing to search" in res.output
     res = _cli("search", "-c", str(write_config(tmp_path, mode="hybrid")))
     assert res.exit_code == 2 and "sparsity must lie in [0, 1)" in res.output
+
+
+def test_gpu_benchmark_suite_skips_cleanly_without_cuda(capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the suite would run for real")
+    from benchmarks.run import main
+
+    assert main(["--suite", "gpu"]) is None
+    assert "needs a CUDA GPU" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,15 @@ def default_checkpoint(name: str) -> Path | None:
     return None
 
 
+def _load_error(e: Exception) -> str:
+    text = str(e).strip()
+    if "Weights only load failed" in text:  # torch's message is many lines; the point is:
+        match = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        what = f"references {match.group(1)}" if match else "holds pickled objects"
+        return f"the file {what}, not only tensors (refused by weights_only=True; nothing in it was run)"
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a state dict safely (``weights_only=True``), unwrapping ``{'state_dict': ...}`` and ``module.``."""
     path = Path(path)
@@ -121,8 +131,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot load checkpoint {path} safely: {first}") from e
+        raise CheckpointError(f"cannot load checkpoint {path} safely: {_load_error(e)}") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
