@@ -140,8 +140,9 @@ class RayPool(Pool):
 
 
 def init_ray(address: str | None = None) -> None:
-    """Start (or join) Ray once: local runs use the machine's CPUs, keep the dashboard on loopback,
-    and leave the home directory alone (``RAY_AUTH_MODE=disabled``)."""
+    """Start (or join) Ray once: local runs start their own instance (``address="local"``: never
+    an unrelated cluster someone started with ``ray start`` on this machine) sized to the machine's
+    CPUs, keep the dashboard off, and leave the home directory alone (``RAY_AUTH_MODE=disabled``)."""
     import ray
 
     if ray.is_initialized():
@@ -152,6 +153,7 @@ def init_ray(address: str | None = None) -> None:
         ray.init(address=address, log_to_driver=False)
         return
     ray.init(
+        address="local",
         num_cpus=os.cpu_count() or 1,
         include_dashboard=False,
         dashboard_host="127.0.0.1",

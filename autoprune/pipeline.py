@@ -102,9 +102,9 @@ def search(
             "and there is nothing to search: use mode hybrid, or `autoprune apply` a policy"
         )
     ws = build_workspace(cfg)
+    data = ws.load_data()
     profile, profile_path, _ = ensure_profile(ws, force=opts.force, progress=progress)
     budget_ms = ws.budget_ms(profile)
-    data = ws.load_data()
     with RunLock(run_dir):
         if not opts.resume:
             write_text(run_dir / RUN_CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         summary = search(cfg, SearchOptions(Path(tmp) / "run", use_ray=True), on_result=on_result)
     at = {n: rss for n, rss, _ in samples}
-    marks = [m for m in (1, 10, 50, 100, 200, 300, args.trials) if m in at]
+    marks = sorted({m for m in (1, 10, 50, 100, 200, 300, args.trials) if m in at})
     late = [rss for n, rss, _ in samples if n >= 10]
     data = {
         "trials": summary.finished,

@@ -14,6 +14,7 @@ interrupted run keeps what it finished.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from autoprune.policy import PruningPolicy
 from autoprune.records import TrialLog
 from autoprune.search import make_searcher
 from autoprune.workspace import build_workspace
-from benchmarks._common import provenance, save
+from benchmarks._common import RESULTS, provenance, save
 
 SEARCHED = ("optuna", "amc", "random")  # depend on the seed; uniform and global do not
 SUITES: dict[str, dict[str, Any]] = {
@@ -136,6 +137,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--final-epochs", type=float, default=None)
     ap.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
     ap.add_argument("--name", default=None, help="results file name (default: the suite)")
+    ap.add_argument(
+        "--resume", action="store_true", help="keep the rows already in the results file"
+    )
     args = ap.parse_args(argv)
     suite = SUITES[args.suite]
     if suite.get("device") == "cuda" and not torch.cuda.is_available():
@@ -156,10 +160,17 @@ def main(argv: list[str] | None = None) -> dict | None:
     profile, _, _ = ensure_profile(ws)
     data = ws.load_data()
     rows: list[dict] = []
-    started = time.perf_counter()
+    done: set[tuple[str, str, int]] = set()
+    previous = RESULTS / f"{args.name or args.suite}.json"
+    if args.resume and previous.is_file():
+        rows = json.loads(previous.read_text())["rows"]
+        done = {(r["budget"], r["method"], r["seed"]) for r in rows}
+    started = time.perf_counter() - sum(r["search_s"] + r["apply_s"] for r in rows)
     for budget in suite["budgets"]:
         for method in args.methods:
             for seed in suite["seeds"] if method in SEARCHED else suite["seeds"][:1]:
+                if (budget, method, seed) in done:
+                    continue
                 row = run_method(cfg, ws, profile, data, method, budget, seed, suite["evals"])
                 rows.append(row)
                 print(

@@ -113,7 +113,10 @@ def load_cifar10(
         raise DataError(f"unknown dataset source {source!r}; choose one of {', '.join(SOURCES)}")
     tx, ty, sx, sy = arrays
     if len(ty) == 0 or len(sy) == 0:
-        raise DataError(f"dataset source {source!r} is empty")
+        where = f" at {root}" if root else ""
+        raise DataError(
+            f"dataset source {source!r}{where} is empty ({len(ty)} train, {len(sy)} test images)"
+        )
     n_val = round(val_size * len(ty)) if val_size < 1 else int(val_size)
     if not 0 < n_val < len(ty):
         raise DataError(
