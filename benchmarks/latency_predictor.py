@@ -30,15 +30,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--runtime", default=None, choices=["torch", "onnxruntime"])
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per model")
     ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
-    if args.threads or args.batch:
+    if args.threads or args.batch or args.runtime:
         cfg = cfg.replace(
             **{
                 "device.threads": args.threads or cfg.device.threads,
                 "device.batch": args.batch or cfg.device.batch,
+                "device.runtime": args.runtime or cfg.device.runtime,
             }
         )
     ws = build_workspace(cfg)
@@ -87,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     prov = data["provenance"]
     md = (
         f"# Latency predictor accuracy: {cfg.model} on {profile.device_name}\n\n"
-        f"{profile.device}, {profile.threads} thread(s), batch {profile.batch}; torch "
+        f"{profile.device} ({profile.runtime}), {profile.threads} thread(s), batch "
+        f"{profile.batch}; torch "
         f"{prov['versions']['torch']}; commit {prov['git_commit']}; {prov['date']}.\n\n"
         f"| policies | median abs. error | p90 | worst | mean signed |\n|---:|---:|---:|---:|---:|\n"
         f"| {args.n} | {100 * summary['median_abs_rel_err']:.1f} % | "
