@@ -154,6 +154,7 @@ def fit_on_device(
     margin: float,
     measure_kwargs: dict[str, Any],
     max_steps: int = 5,
+    progress: Progress | None = None,
 ) -> tuple[PruningPolicy, list[dict[str, float]]]:
     """Close the loop on the device: time the pruned model beside the dense one and, while its
     measured share of the budget is not within ``margin / 2`` of ``1 − margin``, move the policy
@@ -163,6 +164,8 @@ def fit_on_device(
     measured*, and use it. Returns the policy and one record per timing; stays within the bounds.
     """
     predictor = LUTPredictor(profile)
+    report = progress or (lambda *_: None)
+    label = "fitting the budget on the device (timings)"
     goal, tol = 1.0 - margin, max(margin / 2, 0.005)
     current, history = policy, []
     seen: list[tuple[float, float, PruningPolicy]] = []  # (predicted ms, share of budget, policy)
@@ -179,7 +182,9 @@ def fit_on_device(
         )
         seen.append((predicted, share, current))
         if abs(share - goal) <= tol:
+            report(label, len(history), len(history))
             return current, history
+        report(label, len(history), max_steps)
         under = [x for x in seen if x[1] < goal]
         over = [x for x in seen if x[1] > goal]
         if under and over:  # interpolate between the closest points on either side
@@ -198,6 +203,7 @@ def fit_on_device(
     # tolerance from below, else the leanest one measured.
     safe = [x for x in seen if x[1] <= goal + tol]
     pick = max(safe, key=lambda x: x[1]) if safe else min(seen, key=lambda x: x[1])
+    report(label, len(history), len(history))
     return pick[2], history
 
 
@@ -228,7 +234,6 @@ def apply_and_export(
     measure_kwargs = measure_kwargs or MEASURE
     fit_history: list[dict[str, float]] = []
     if fit_device and policy.mode != "unstructured":
-        report("fitting the budget on the device", 0, 1)
         policy, fit_history = fit_on_device(
             ws,
             policy,
@@ -236,6 +241,7 @@ def apply_and_export(
             budget_spec,
             margin=cfg.budget_margin,
             measure_kwargs=measure_kwargs,
+            progress=progress,
         )
         if len(fit_history) > 1:
             policy = policy.with_metadata(device_fit=fit_history)

@@ -42,6 +42,7 @@ def test_device_fit_gives_channels_back_far_under_budget(tmp_path: Path) -> None
     from autoprune.budget import LatencyBudget
     from autoprune.config import load_config
     from autoprune.export import fit_on_device
+    from autoprune.hardware import LUTPredictor
     from autoprune.workspace import build_workspace
 
     cfg_path = write_config(tmp_path, model="resnet8")
@@ -52,14 +53,18 @@ def test_device_fit_gives_channels_back_far_under_budget(tmp_path: Path) -> None
         ws,
         start,
         ws.load_profile(),
-        LatencyBudget.parse("1.0"),
+        LatencyBudget.parse("0.8"),
         margin=0.03,
         measure_kwargs={"min_time_s": 0.2, "rounds": 4},
     )
     assert len(history) >= 2
-    assert history[0]["measured_ms"] < 0.8 * history[0]["budget_ms"]
+    assert history[0]["measured_ms"] < 0.8 * history[0]["budget_ms"]  # far under the budget
+    assert history[1]["predicted_ms"] > history[0]["predicted_ms"]  # so it gave channels back
     assert all(fitted.ratio(n) <= 0.8 for n in ws.layer_names)
-    assert sum(fitted.ratios.values()) < sum(start.ratios.values())
+    # Timing noise decides how far it got; what it returns met the budget as measured.
+    predicted = LUTPredictor(ws.load_profile()).predict(fitted)
+    kept = next(h for h in history if h["predicted_ms"] == predicted)
+    assert kept["measured_ms"] <= (1 - 0.03 / 2) * kept["budget_ms"]
 
 
 def test_sensitivity_bounds_and_files() -> None:
