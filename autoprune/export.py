@@ -312,6 +312,7 @@ def apply_and_export(
             "threads": profile.threads,
             "batch": profile.batch,
             "versions": profile.versions,
+            "other_cpus": t_pruned.other_cpus,  # interference while measuring
         },
         device_fit=fit_history,
     )

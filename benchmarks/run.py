@@ -120,6 +120,7 @@ def run_method(cfg, ws, profile, data, method: str, budget: str, seed: int, eval
         "mac_reduction": d["macs"] / p["macs"],
         "b64_images_per_s": ips[1],
         "dense_b64_images_per_s": ips[0],
+        "other_cpus": rep.device.get("other_cpus"),  # interference during the final timing
         "search_s": search_s,
         "apply_s": rep.seconds,
         "ratios": PruningPolicy.from_dict(rep.policy).ratios,

@@ -86,3 +86,26 @@ def test_measure_latency_runs_enough(tiny) -> None:
         tiny.model, (3, 32, 32), DeviceSpec(), repeats=10, min_time_s=0.01, rounds=2
     )
     assert t.runs >= 10 and t.rounds == 2 and 0 < t.p10_ms <= t.median_ms <= t.p90_ms
+
+
+def test_measurement_reports_interference_from_other_processes() -> None:
+    """A busy process beside the measurement shows up as other CPUs busy, and as a warning."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from autoprune.hardware.measure import busy_warning, measure_models
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        (t,) = measure_models([model], (3, 16, 16), min_time_s=1.0, rounds=2)
+    finally:
+        spin.kill()
+        spin.wait()
+    if t.other_cpus is None:  # no /proc/stat on this platform
+        pytest.skip("CPU accounting needs Linux /proc/stat")
+    assert t.other_cpus > 0.5
+    assert "busy while latency was measured" in busy_warning(t.other_cpus)
+    assert busy_warning(0.1) is None

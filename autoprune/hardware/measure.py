@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -34,9 +35,39 @@ class Timing:
     runs: int
     rounds: int
     round_ms: tuple[float, ...] = ()  # each round's 10th percentile, in time order
+    other_cpus: float | None = None  # CPUs kept busy by other work meanwhile (None: unknown)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "round_ms"}
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds the whole machine has been busy, of which this process) — Linux only.
+    Busy = user + nice + system + irq + softirq + steal in ``/proc/stat``; steal counts because
+    a neighbouring VM taking our core slows timings just as a local process does."""
+    import resource
+
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = sum(int(fields[i]) for i in (1, 2, 3, 6, 7, 8)) / ticks
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return busy, own.ru_utime + own.ru_stime
+
+
+def busy_warning(other_cpus: float | None, threshold: float = 0.5) -> str | None:
+    """A one-line caution when other work kept more than ``threshold`` CPUs busy on average
+    during a measurement (:attr:`Timing.other_cpus`): latency then reads high, and budgets fit
+    to it are too strict."""
+    if other_cpus is None or other_cpus <= threshold:
+        return None
+    return (
+        f"other processes kept {other_cpus:.1f} CPU(s) busy while latency was measured; "
+        "numbers may read high: measure again on an idle machine"
+    )
 
 
 def paired_ratio(a: Timing, b: Timing) -> float:
@@ -158,12 +189,17 @@ def time_many(
     """
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     per_round = max(1, -(-repeats // rounds))
+    before, t0 = _cpu_seconds(), time.perf_counter()
     samples: list[list[list[float]]] = [[] for _ in fns]
     for fn in fns:
         _timed_round(fn, sync, warmup, min_time_s / 4)
     for _ in range(rounds):
         for i, fn in enumerate(fns):
             samples[i].append(_timed_round(fn, sync, per_round, min_time_s / rounds))
+    after, wall = _cpu_seconds(), time.perf_counter() - t0
+    other = None
+    if before and after and wall > 0:
+        other = max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
     out = []
     for rs in samples:
         flat = [x for r in rs for x in r]
@@ -177,6 +213,7 @@ def time_many(
                 len(flat),
                 len(rs),
                 tuple(lows),
+                other,
             )
         )
     return out

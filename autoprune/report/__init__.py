@@ -14,6 +14,7 @@ from typing import Any
 
 from autoprune._io import write_text
 from autoprune.errors import ConfigError
+from autoprune.hardware.measure import busy_warning
 from autoprune.policy import PruningPolicy, kept_channels
 from autoprune.report import plots
 
@@ -102,6 +103,7 @@ def add_summary(doc: Document, rep: dict[str, Any]) -> None:
         f"{dev['batch']}); torch {dev['versions'].get('torch')}. Budget {rep['budget_ms']:.3f} ms"
         f" — measured {p['latency_ms']:.3f} ms ({'within' if rep['within_budget'] else 'OVER'} "
         f"budget; prediction error {100 * rep['prediction_error']:+.1f} %)."
+        + (f" **Caution:** {warning}." if (warning := busy_warning(dev.get("other_cpus"))) else "")
     )
     doc.table(
         ["", "dense", "pruned"],
