@@ -39,8 +39,13 @@ def provenance(
             "torch_threads": torch.get_num_threads(),
         },
         "git_commit": commit,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_now(),
     }
+
+
+def utc_now() -> str:
+    """The time a number was taken, ISO 8601 in UTC."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def save(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:

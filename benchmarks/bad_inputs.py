@@ -53,8 +53,7 @@ def config(tmp: Path, name: str = "ok", **changes: object) -> str:
 
 
 def _search(tmp: Path, name: str, *extra: str, **changes: object) -> list[str]:
-    cfg = config(tmp, name, **changes) if changes else config(tmp)
-    return ["search", "-c", cfg, "--run-dir", str(tmp / "run"), *extra]
+    return ["search", "-c", config(tmp, name, **changes), "--run-dir", str(tmp / "run"), *extra]
 
 
 def _apply(tmp: Path, policy: str) -> list[str]:
@@ -82,12 +81,12 @@ CASES: list[Case] = [
     Case(
         "budget below the reachable minimum",
         "is infeasible: maximal pruning allowed by the bounds reaches",
-        lambda t: _search(t, "", "--budget", "0.01"),
+        lambda t: _search(t, "ok", "--budget", "0.01"),
     ),
     Case(
         "budget that is not a number",
         "cannot read latency budget 'fast'",
-        lambda t: _search(t, "", "--budget", "fast"),
+        lambda t: _search(t, "ok", "--budget", "fast"),
     ),
     Case(
         "profile for another thread count",
@@ -123,7 +122,7 @@ CASES: list[Case] = [
     Case(
         "unknown searcher",
         "search.searcher is 'grid'",
-        lambda t: _search(t, "", "--searcher", "grid"),
+        lambda t: _search(t, "ok", "--searcher", "grid"),
     ),
     Case(
         "unstructured mode searched",
@@ -138,7 +137,7 @@ CASES: list[Case] = [
     Case(
         "run directory in use by another search",
         "is in use by another search",
-        lambda t: _search(t, ""),
+        lambda t: _search(t, "ok"),
         locked=True,
     ),
 ]

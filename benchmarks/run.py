@@ -35,7 +35,7 @@ from autoprune.policy import PruningPolicy
 from autoprune.records import TrialLog
 from autoprune.search import make_searcher
 from autoprune.workspace import build_workspace
-from benchmarks._common import RESULTS, provenance, save
+from benchmarks._common import RESULTS, provenance, save, utc_now
 
 SEARCHED = ("optuna", "amc", "random")  # depend on the seed; uniform and global do not
 SUITES: dict[str, dict[str, Any]] = {
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                 if (budget, method, seed) in done:
                     continue
                 row = run_method(cfg, ws, profile, data, method, budget, seed, suite["evals"])
-                row["date"] = provenance()["date"]
+                row["date"] = utc_now()
                 rows.append(row)
                 print(
                     f"budget {budget} seed {seed} {method:8s} val {row['val_acc']:.2f} "
