@@ -17,10 +17,12 @@ from autoprune.finetune import FinetuneConfig
 
 @dataclass(frozen=True)
 class DatasetConfig:
+    """Where the images come from (see :func:`autoprune.data.load_cifar10`)."""
+
     name: str = "cifar10"
-    source: str = "slice"
+    source: str = "bundled"
     root: str | None = None
-    val_size: float = 0.2
+    val_size: float | None = None  # None = the whole validation pool (carved sources: 10 %)
     train_limit: int | None = None
     split_seed: int = 0
 
@@ -51,6 +53,26 @@ class SearchConfig:
     seed: int = 0
     parallel: int = 1
     startup_trials: int = 10
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """Multi-fidelity candidate evaluation (:mod:`autoprune.search.fidelity`): rung ``k``
+    fine-tunes ``min_steps · reduction_factorᵏ`` steps; the pruner lets the best
+    ``1 / reduction_factor`` of a rung go on. ``min_steps: null`` = one rung of
+    ``short_finetune.steps``."""
+
+    min_steps: int | None = None
+    rungs: int = 3
+    reduction_factor: int = 3
+    pruner: str = "successive_halving"  # successive_halving | hyperband | none
+
+    def steps(self, single: int) -> list[int]:
+        from autoprune.search.fidelity import rung_steps
+
+        if self.min_steps is None:
+            return [single]
+        return rung_steps(self.min_steps, self.rungs, self.reduction_factor)
 
 
 @dataclass(frozen=True)
@@ -92,6 +114,7 @@ class Config:
     profile_grid_points: int = 12
     search: SearchConfig = field(default_factory=SearchConfig)
     amc: AMCConfig = field(default_factory=AMCConfig)
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
     short_finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(steps=100))
     final_finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=5))
     eval_batch_size: int = 512
@@ -194,6 +217,17 @@ def _validate(cfg: Config) -> None:
         ft = getattr(cfg, key)
         if ft.iterative_steps < 1 or ft.patience < 0 or ft.eval_every < 0:
             raise ConfigError(f"{key}: iterative_steps must be ≥ 1, patience and eval_every ≥ 0")
+        if ft.distill_targets not in ("cached", "online"):
+            raise ConfigError(
+                f"{key}.distill_targets is {ft.distill_targets!r}; choose one of cached, online"
+            )
+    fid = cfg.fidelity
+    if (
+        (fid.min_steps is not None and fid.min_steps < 1)
+        or fid.rungs < 1
+        or fid.reduction_factor < 2
+    ):
+        raise ConfigError("fidelity: min_steps and rungs must be ≥ 1, reduction_factor ≥ 2")
     from autoprune.search import SEARCHERS
 
     choices = {
@@ -203,6 +237,7 @@ def _validate(cfg: Config) -> None:
         "sparsity_scope": (cfg.sparsity_scope, ("layer", "global")),
         "amc.algorithm": (cfg.amc.algorithm, ("ddpg", "td3")),
         "amc.reward": (cfg.amc.reward, ("acc", "error_log_cost")),
+        "fidelity.pruner": (cfg.fidelity.pruner, ("successive_halving", "hyperband", "none")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -240,6 +275,7 @@ __all__ = [
     "Config",
     "DatasetConfig",
     "DeviceConfig",
+    "FidelityConfig",
     "LayersConfig",
     "SearchConfig",
     "from_dict",

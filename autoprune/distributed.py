@@ -1,5 +1,6 @@
 """Run Evaluator calls in parallel — in-process, or as Ray tasks locally or on a cluster — and
-the one driver loop every searcher uses: ask → submit → tell on arrival → record."""
+the one driver loop every searcher uses: ask → evaluate rung by rung (the pruner may stop a
+weak candidate early) → tell on arrival → record."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from autoprune.evaluate import EvalResult, Evaluator
 from autoprune.policy import PruningPolicy
 from autoprune.records import TrialLog
 from autoprune.search._base import Proposal, Searcher
+from autoprune.search.fidelity import Ledger, make_pruner
 
 Outcome = tuple[EvalResult | None, str | None]
 
@@ -24,12 +26,14 @@ def _one_line(e: BaseException) -> str:
 
 
 class Pool(ABC):
-    """Runs ``evaluator(policy, seed)`` calls; results come back in completion order."""
+    """Runs ``evaluator(policy, seed, steps)`` calls; results come back in completion order."""
 
     slots: int = 1
 
     @abstractmethod
-    def submit(self, key: int, policy: PruningPolicy, seed: int) -> None: ...
+    def submit(
+        self, key: int, policy: PruningPolicy, seed: int, steps: int | None = None
+    ) -> None: ...
 
     @abstractmethod
     def wait(self) -> tuple[int, Outcome]:
@@ -47,15 +51,15 @@ class LocalPool(Pool):
 
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
-        self.queue: list[tuple[int, PruningPolicy, int]] = []
+        self.queue: list[tuple[int, PruningPolicy, int, int | None]] = []
 
-    def submit(self, key: int, policy: PruningPolicy, seed: int) -> None:
-        self.queue.append((key, policy, seed))
+    def submit(self, key: int, policy: PruningPolicy, seed: int, steps: int | None = None) -> None:
+        self.queue.append((key, policy, seed, steps))
 
     def wait(self) -> tuple[int, Outcome]:
-        key, policy, seed = self.queue.pop(0)
+        key, policy, seed, steps = self.queue.pop(0)
         try:
-            return key, (self.evaluator(policy, seed), None)
+            return key, (self.evaluator(policy, seed, steps), None)
         except Exception as e:  # a failing candidate is a failed trial, not a dead search
             return key, (None, _one_line(e))
 
@@ -68,9 +72,11 @@ def _warm_task(evaluator: Evaluator) -> int:
     return os.getpid() if evaluator.layers else 0
 
 
-def _evaluate_task(evaluator: Evaluator, policy: dict[str, Any], seed: int) -> Outcome:
+def _evaluate_task(
+    evaluator: Evaluator, policy: dict[str, Any], seed: int, steps: int | None
+) -> Outcome:
     try:
-        return evaluator(PruningPolicy.from_dict(policy), seed), None
+        return evaluator(PruningPolicy.from_dict(policy), seed, steps), None
     except Exception as e:
         return None, _one_line(e)
 
@@ -102,8 +108,7 @@ class RayPool(Pool):
         self.ray = ray
         self._owns_ray = not ray.is_initialized() and address is None
         init_ray(address)
-        evaluator.threads = max(1, int(cpus_per_trial))
-        self.ref = ray.put(evaluator)
+        self.ref = ray.put(evaluator.with_threads(max(1, int(cpus_per_trial))))
         self.task = ray.remote(_evaluate_task).options(
             num_cpus=cpus_per_trial,
             num_gpus=gpus_per_trial,
@@ -117,8 +122,8 @@ class RayPool(Pool):
         warm = ray.remote(_warm_task).options(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial)
         ray.get([warm.remote(self.ref) for _ in range(self.slots)])
 
-    def submit(self, key: int, policy: PruningPolicy, seed: int) -> None:
-        self.futures[self.task.remote(self.ref, policy.to_dict(), seed)] = key
+    def submit(self, key: int, policy: PruningPolicy, seed: int, steps: int | None = None) -> None:
+        self.futures[self.task.remote(self.ref, policy.to_dict(), seed, steps)] = key
 
     def wait(self) -> tuple[int, Outcome]:
         (ready,), _ = self.ray.wait(list(self.futures), num_returns=1)
@@ -171,41 +176,101 @@ class SearchSummary:
     interrupted: bool = False
 
 
+@dataclass
+class _Job:
+    """A candidate in flight: its rung, the scores of the rungs it finished, when it started."""
+
+    proposal: Proposal
+    rung: int
+    started: float
+    curve: list[tuple[int, float]]
+
+
 def run_search(
     searcher: Searcher,
     pool: Pool,
     log: TrialLog,
     n_trials: int,
     *,
+    ledger: Ledger | None = None,
+    rungs: list[int | None] | None = None,
     parallel: int = 1,
     seed: int = 0,
     on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> SearchSummary:
-    """Drive ``searcher`` until ``n_trials`` trials are recorded in ``log`` (resumed ones count).
+    """Drive ``searcher`` until ``n_trials`` candidates are recorded in ``log`` (resumed ones
+    count).
 
-    Keeps up to ``parallel`` evaluations in flight; records each result before asking for more.
-    Ctrl-C cancels what is in flight and returns with everything finished saved.
+    Each candidate is fine-tuned ``rungs[0]`` steps and scored; while ``ledger``'s pruner lets
+    it, it is scored again after ``rungs[1]``, ``rungs[2]``, … steps (default: one rung of
+    the evaluator's own length, recorded in an in-memory study). A candidate going on to
+    its next rung is resubmitted before new ones are asked for, and up to ``parallel``
+    evaluations stay in flight. Each finished candidate (COMPLETE at the last rung, PRUNED
+    earlier, or FAIL) is recorded before the searcher is told. Ctrl-C cancels what is in
+    flight and returns with everything finished saved.
     """
     start = time.perf_counter()
+    rungs = rungs or [None]  # None: the evaluator's own step count
+    if ledger is None:  # an in-memory study: no pruning, nothing written
+        ledger = Ledger(None, make_pruner("none", [1], 2))
+    searcher.attach(ledger.study)
+    ledger.recover(log.records)
     searcher.resume(log.records)
-    in_flight: dict[int, tuple[Proposal, float]] = {}
+    jobs: dict[int, _Job] = {}
+    keys = iter(range(1 << 62))
+    predictor = searcher.ctx.predictor
+
+    def submit(job: _Job) -> None:
+        key = next(keys)
+        pool.submit(key, job.proposal.policy, seed + job.proposal.trial, rungs[job.rung])
+        jobs[key] = job
+
+    def finish(job: _Job, state: str, result: EvalResult | None, error: str | None) -> None:
+        values = None
+        if result is not None and state == "COMPLETE":
+            values = [result.accuracy, result.predicted_ms] if ledger.multi else [result.accuracy]
+        ledger.close(job.proposal, state, values)
+        searcher.tell(job.proposal, result, error)
+        rec = log.write(
+            job.proposal,
+            result,
+            error,
+            time.perf_counter() - job.started,
+            state=state,
+            curve=job.curve,
+        )
+        if on_result is not None:
+            on_result(rec)
+
     interrupted = False
     try:
         while True:
-            while len(in_flight) < parallel and len(log.records) + len(in_flight) < n_trials:
+            while len(jobs) < parallel and len(log.records) + len(jobs) < n_trials:
                 prop = searcher.ask()
                 if prop is None:
                     break
-                pool.submit(prop.trial, prop.policy, seed + prop.trial)
-                in_flight[prop.trial] = (prop, time.perf_counter())
-            if not in_flight:
+                predicted = predictor.predict(prop.policy)
+                ledger.open(
+                    prop,
+                    searcher.ctx.max_ratio,
+                    predicted_ms=predicted,
+                    violation_ms=predicted - searcher.ctx.budget_ms,
+                    ratios=dict(prop.policy.ratios),
+                )
+                submit(_Job(prop, 0, time.perf_counter(), []))
+            if not jobs:
                 break
             key, (result, error) = pool.wait()
-            prop, t0 = in_flight.pop(key)
-            searcher.tell(prop, result, error)
-            rec = log.write(prop, result, error, time.perf_counter() - t0)
-            if on_result is not None:
-                on_result(rec)
+            job = jobs.pop(key)
+            if result is None:
+                finish(job, "FAIL", None, error)
+                continue
+            job.curve.append((result.steps, result.accuracy))
+            stop = ledger.report(job.proposal, result.accuracy, result.steps)
+            if job.rung + 1 < len(rungs) and not stop:
+                submit(_Job(job.proposal, job.rung + 1, job.started, job.curve))
+                continue
+            finish(job, "COMPLETE" if job.rung + 1 == len(rungs) else "PRUNED", result, None)
     except KeyboardInterrupt:
         interrupted = True
         pool.cancel_all()

@@ -37,3 +37,7 @@ class EvaluationError(AutopruneError):
 
 class RunLockedError(AutopruneError):
     """Another search holds the run directory."""
+
+
+class MemorizedValidationWarning(UserWarning):
+    """The validation split was carved from train, which a pretrained checkpoint may have seen."""

@@ -1,21 +1,23 @@
 """``Evaluator``: policy → pruned copy → short fine-tune → validation accuracy + latency/MACs/params.
 
-A pure function of ``(policy, seed)``: it holds the dense model, the train/validation splits and the
-latency predictor, so it can be shipped once to Ray workers and called there or in-process alike.
+A pure function of ``(policy, seed, steps)``: it holds the dense model, the train/validation
+splits, the distillation teacher and the latency predictor, so it can be shipped once to Ray
+workers and called there or in-process alike. ``steps`` is the fidelity: the searches call it with
+short fine-tunes of increasing length (:mod:`autoprune.search.fidelity`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
+from autoprune._threads import torch_threads
 from autoprune.data import Split
 from autoprune.errors import EvaluationError
-from autoprune.finetune import FinetuneConfig, accuracy, finetune
+from autoprune.finetune import FinetuneConfig, Teacher, accuracy, finetune
 from autoprune.hardware.predictor import LatencyPredictor
 from autoprune.policy import PruningPolicy
 from autoprune.prunable import PrunableLayer
@@ -24,7 +26,8 @@ from autoprune.pruning import apply_policy, count_macs_params, make_permanent
 
 @dataclass(frozen=True)
 class EvalResult:
-    """What one candidate scored. ``accuracy`` is on the validation split (0-100)."""
+    """What one candidate scored after ``steps`` fine-tune steps; ``accuracy`` is on the
+    validation split (0-100)."""
 
     policy: dict[str, Any]
     accuracy: float
@@ -35,8 +38,7 @@ class EvalResult:
     seed: int
     finetune_s: float
     eval_s: float
-    accuracy_before_finetune: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,9 +54,12 @@ class Evaluator:
         train: fine-tuning split.
         val: validation split (the reward); never the test split.
         predictor: latency predictor from the device's hardware profile.
-        finetune_cfg: the short fine-tune recipe.
-        threads: torch threads to use while evaluating (``None`` leaves the setting alone).
-        score_before_finetune: also record validation accuracy right after pruning.
+        finetune_cfg: the short fine-tune recipe (its ``steps`` unless a call names others).
+        threads: torch threads while evaluating (``None``: leave the setting alone); the
+            caller's setting is restored afterwards.
+        eval_batch_size: images per batch when scoring.
+        teacher: distillation targets for ``finetune_cfg.distill`` (default: the dense model,
+            its logits cached per train image when the recipe says ``cached``).
     """
 
     def __init__(
@@ -68,8 +73,8 @@ class Evaluator:
         finetune_cfg: FinetuneConfig = FinetuneConfig(),
         *,
         threads: int | None = None,
-        score_before_finetune: bool = False,
         eval_batch_size: int = 512,
+        teacher: Teacher | None = None,
     ) -> None:
         self.model = model.eval()
         self.layers = layers
@@ -79,31 +84,48 @@ class Evaluator:
         self.predictor = predictor
         self.finetune_cfg = finetune_cfg
         self.threads = threads
-        self.score_before_finetune = score_before_finetune
         self.eval_batch_size = eval_batch_size
+        if teacher is None and finetune_cfg.distill > 0:
+            with torch_threads(threads):
+                teacher = (
+                    Teacher.cached(model, train)
+                    if finetune_cfg.distill_targets == "cached"
+                    else Teacher(model)
+                )
+        self.teacher = teacher
 
     @property
     def layer_names(self) -> list[str]:
         return [la.name for la in self.layers]
 
+    def with_threads(self, threads: int | None) -> Evaluator:
+        """The same evaluator (sharing model, data and teacher) pinned to ``threads``."""
+        twin = object.__new__(Evaluator)
+        twin.__dict__.update(self.__dict__, threads=threads)
+        return twin
+
     def prune(self, policy: PruningPolicy) -> nn.Module:
         """Pruned copy; magnitude masks stay attached so fine-tuning keeps the zeros."""
         return apply_policy(self.model, policy, self.layers, self.input_shape, permanent=False)
 
-    def __call__(self, policy: PruningPolicy, seed: int = 0) -> EvalResult:
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
+    def __call__(
+        self, policy: PruningPolicy, seed: int = 0, steps: int | None = None
+    ) -> EvalResult:
+        with torch_threads(self.threads):
+            return self._evaluate(
+                policy, seed, self.finetune_cfg.steps if steps is None else steps
+            )
+
+    def _evaluate(self, policy: PruningPolicy, seed: int, steps: int) -> EvalResult:
         t0 = time.perf_counter()
         try:
             pruned = self.prune(policy)
         except Exception as e:
             raise EvaluationError(f"pruning failed: {e}") from e
-        before = (
-            accuracy(pruned, self.val, self.eval_batch_size)
-            if self.score_before_finetune
-            else None
-        )
-        finetune(pruned, self.train, self.finetune_cfg, seed=seed)
+        cfg = self.finetune_cfg
+        if steps != cfg.steps or cfg.epochs is not None:
+            cfg = FinetuneConfig(**{**asdict(cfg), "steps": steps, "epochs": None})
+        finetune(pruned, self.train, cfg, seed=seed, teacher=self.teacher)
         make_permanent(pruned)
         t1 = time.perf_counter()
         acc = accuracy(pruned, self.val, self.eval_batch_size)
@@ -119,7 +141,7 @@ class Evaluator:
             seed=seed,
             finetune_s=t1 - t0,
             eval_s=time.perf_counter() - t1,
-            accuracy_before_finetune=before,
+            steps=steps,
         )
 
 

@@ -48,6 +48,8 @@ class ExportReport:
     onnx_max_abs_diff: float | None = None
     seconds: float = 0.0
     device_fit: list[dict[str, float]] = field(default_factory=list)  # see fit_on_device
+    data: dict[str, Any] = field(default_factory=dict)  # splits: sizes, where they come from
+    recipe: dict[str, Any] = field(default_factory=dict)  # the final fine-tune's settings
 
     @property
     def within_budget(self) -> bool:
@@ -282,8 +284,10 @@ def apply_and_export(
         macs, params = count_macs_params(model, ws.input_shape)
         sparse = sparsity_report(model)
         return {
-            "val_acc": accuracy(model, data.val, cfg.eval_batch_size),
-            "test_acc": accuracy(model, data.test, cfg.eval_batch_size),
+            **{
+                f"{name}_acc": accuracy(model, split, cfg.eval_batch_size)
+                for name, split in data.reported().items()
+            },
             "latency_ms": timing.ms,
             "latency_median_ms": timing.median_ms,
             "macs": macs,
@@ -314,6 +318,8 @@ def apply_and_export(
             "versions": profile.versions,
             "other_cpus": t_pruned.other_cpus,  # interference while measuring
         },
+        data=data.describe(),
+        recipe=asdict(cfg.final_finetune) if finetune_final else {},
         device_fit=fit_history,
     )
     out_dir.mkdir(parents=True, exist_ok=True)

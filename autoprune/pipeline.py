@@ -85,6 +85,30 @@ def make_pool(
     )
 
 
+def fidelity_plan(cfg: Config) -> tuple[list[int], Any]:
+    """The rungs (fine-tune steps) candidates are scored at, and the Optuna pruner between
+    them; a multi-objective (NSGA-II) search cannot prune, so it scores at the last rung."""
+    from autoprune.search.fidelity import make_pruner
+
+    steps = cfg.fidelity.steps(cfg.short_finetune.steps)
+    if cfg.search.searcher == "optuna" and cfg.search.sampler == "nsga2":
+        steps = steps[-1:]
+    return steps, make_pruner(cfg.fidelity.pruner, steps, cfg.fidelity.reduction_factor)
+
+
+def open_ledger(
+    cfg: Config, run_dir: Path, attrs: dict[str, Any], storage: str | None = None
+) -> tuple[Any, list[int]]:
+    """The run's Optuna study (SQLite ``study.db`` in ``run_dir`` unless ``storage`` names
+    another) and the rungs its pruner works on."""
+    from autoprune.search.fidelity import Ledger
+
+    steps, pruner = fidelity_plan(cfg)
+    url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    multi = cfg.search.searcher == "optuna" and cfg.search.sampler == "nsga2"
+    return Ledger(url, pruner, multi_objective=multi, attrs=attrs), steps
+
+
 def search(
     cfg: Config,
     opts: SearchOptions,
@@ -108,25 +132,39 @@ def search(
     with RunLock(run_dir):
         if not opts.resume:
             write_text(run_dir / RUN_CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        write_json(
-            run_dir / RUN_INFO,
-            {
-                "model": cfg.model,
-                "searcher": cfg.search.searcher,
-                "budget": cfg.budget,
-                "budget_ms": budget_ms,
-                "target_ms": budget_ms * (1 - cfg.budget_margin),
-                "dense_ms": profile.dense_ms,
-                "profile": str(profile_path),
-                "device": profile.device,
-                "device_name": profile.device_name,
-                "threads": profile.threads,
-                "batch": profile.batch,
-                "layers": ws.layer_names,
-                "max_ratio": ws.max_ratio,
-                "started": time.time(),
-            },
-        )
+        info = {
+            "model": cfg.model,
+            "searcher": cfg.search.searcher,
+            "budget": cfg.budget,
+            "budget_ms": budget_ms,
+            "target_ms": budget_ms * (1 - cfg.budget_margin),
+            "dense_ms": profile.dense_ms,
+            "profile": str(profile_path),
+            "device": profile.device,
+            "device_name": profile.device_name,
+            "threads": profile.threads,
+            "batch": profile.batch,
+            "data": data.describe(),
+            "layers": ws.layer_names,
+            "max_ratio": ws.max_ratio,
+            "started": time.time(),
+        }
+        write_json(run_dir / RUN_INFO, info)
+        study_attrs = {
+            k: info[k]
+            for k in (
+                "model",
+                "searcher",
+                "budget",
+                "budget_ms",
+                "target_ms",
+                "dense_ms",
+                "device_name",
+                "threads",
+                "batch",
+            )
+        }
+        ledger, rungs = open_ledger(cfg, run_dir, study_attrs, opts.storage)
         # Aim a little under the budget so the measured latency lands inside it despite the
         # predictor's error (benchmarks/results/latency_predictor-*.md).
         target_ms = budget_ms * (1 - cfg.budget_margin)
@@ -135,7 +173,6 @@ def search(
             cfg.search.searcher,
             ctx,
             sampler=cfg.search.sampler,
-            storage=opts.storage,
             startup_trials=cfg.search.startup_trials,
             amc=cfg.amc,
         )
@@ -149,6 +186,8 @@ def search(
                 pool,
                 log,
                 cfg.search.trials,
+                ledger=ledger,
+                rungs=rungs,
                 parallel=parallel,
                 seed=cfg.search.seed,
                 on_result=on_result,
@@ -173,4 +212,12 @@ def best_policy_path(run_dir: Path) -> Path:
     return path
 
 
-__all__ = ["SearchOptions", "best_policy_path", "ensure_profile", "load_run", "search"]
+__all__ = [
+    "SearchOptions",
+    "best_policy_path",
+    "ensure_profile",
+    "fidelity_plan",
+    "load_run",
+    "open_ledger",
+    "search",
+]

@@ -50,7 +50,8 @@ class RunLock:
 class TrialLog:
     """Append-only JSONL of finished trials; each line is flushed and fsynced before the next trial.
 
-    A line half-written by a killed process is ignored on reading.
+    A line half-written by a killed process is ignored on reading. The best trial is the most
+    accurate COMPLETE one (scored at the last fidelity rung).
     """
 
     def __init__(self, run_dir: Path, searcher: str) -> None:
@@ -77,12 +78,23 @@ class TrialLog:
         return out
 
     def write(
-        self, proposal: Proposal, result: EvalResult | None, error: str | None, seconds: float
+        self,
+        proposal: Proposal,
+        result: EvalResult | None,
+        error: str | None,
+        seconds: float,
+        *,
+        state: str | None = None,
+        curve: list[tuple[int, float]] | None = None,
     ) -> dict[str, Any]:
+        """Append one finished candidate: ``state`` COMPLETE (scored at the last rung), PRUNED
+        (stopped early; ``accuracy`` is its last rung's score) or FAIL; ``curve`` holds
+        (fine-tune steps, validation accuracy) for every rung it finished."""
+        state = state or ("COMPLETE" if result is not None else "FAIL")
         rec: dict[str, Any] = {
             "trial": proposal.trial,
             "searcher": self.searcher,
-            "state": "COMPLETE" if result is not None else "FAIL",
+            "state": state,
             "time": time.time(),
             "seconds": round(seconds, 3),
             "params": dict(proposal.params),
@@ -98,6 +110,8 @@ class TrialLog:
                 seed=result.seed,
                 finetune_s=result.finetune_s,
                 eval_s=result.eval_s,
+                steps=result.steps,
+                curve=[list(p) for p in curve or [(result.steps, result.accuracy)]],
             )
         else:
             rec["error"] = error or "failed"
@@ -106,10 +120,10 @@ class TrialLog:
             f.flush()
             os.fsync(f.fileno())
         self.records.append(rec)
-        if result is not None and (self.best is None or result.accuracy > self.best["accuracy"]):
+        if state == "COMPLETE" and (self.best is None or result.accuracy > self.best["accuracy"]):  # type: ignore[union-attr]
             self.best = rec
             PruningPolicy.from_dict(rec["policy"]).with_metadata(
-                val_accuracy=result.accuracy, predicted_ms=result.predicted_ms, macs=result.macs
+                val_accuracy=rec["accuracy"], predicted_ms=rec["predicted_ms"], macs=rec["macs"]
             ).save(self.best_path)
         return rec
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from torch import nn
 
 from autoprune.data import Split
-from autoprune.finetune import FinetuneConfig, finetune
+from autoprune.finetune import FinetuneConfig, Teacher, as_teacher, finetune
 from autoprune.policy import PruningPolicy, kept_channels
 from autoprune.prunable import PrunableLayer
 from autoprune.pruning import apply_policy, apply_sparsity, make_permanent, prune_structured
@@ -26,7 +26,7 @@ def prune_and_finetune(
     cfg: FinetuneConfig,
     *,
     seed: int = 0,
-    teacher: nn.Module | None = None,
+    teacher: nn.Module | Teacher | None = None,
     val: Split | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> nn.Module:
@@ -39,6 +39,7 @@ def prune_and_finetune(
     Magnitude masks (hybrid/unstructured) stay attached while fine-tuning, so zeros stay zero.
     """
     rounds = cfg.iterative_steps if policy.mode != "unstructured" else 1
+    teacher = as_teacher(teacher, train, cfg)  # cached logits are computed once for all rounds
     if rounds <= 1:
         model = apply_policy(dense, policy, layers, input_shape, permanent=False)
         finetune(model, train, cfg, seed=seed, teacher=teacher, val=val, progress=progress)

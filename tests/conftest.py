@@ -83,7 +83,7 @@ def tiny() -> Tiny:
         calibration_policies=6,
         **FAST_PROFILE,
     )
-    data = load_cifar10("slice", val_size=64, train_limit=128)
+    data = load_cifar10("bundled", val_size=64, train_limit=128)
     return Tiny(model, layers, profile, LUTPredictor(profile), data, max_ratio)
 
 

@@ -13,6 +13,7 @@ from autoprune.policy import PruningPolicy
 from autoprune.pruning import apply_policy
 from autoprune.records import TrialLog
 from autoprune.search.amc import AMCSearcher, PruningEnv
+from autoprune.search.fidelity import Ledger, make_pruner
 
 FAST = AMCConfig(warmup_episodes=2, batch_size=8, net_arch=[16, 16], gradient_steps=2)
 
@@ -44,7 +45,8 @@ def test_env_passes_check_env_and_the_wall_keeps_episodes_feasible(tiny) -> None
 def _run(tiny, run_dir: Path, n: int, cfg: AMCConfig = FAST):
     log = TrialLog(run_dir, "amc")
     searcher = AMCSearcher(tiny.context(run_dir, 0.3), cfg)
-    return run_search(searcher, LocalPool(tiny.evaluator(steps=1)), log, n), log
+    ledger = Ledger(f"sqlite:///{run_dir / 'study.db'}", make_pruner("none", [1], 2))
+    return run_search(searcher, LocalPool(tiny.evaluator(steps=1)), log, n, ledger=ledger), log
 
 
 def test_agent_learns_through_the_evaluator_and_resumes(tiny, tmp_path: Path) -> None:

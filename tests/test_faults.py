@@ -30,7 +30,7 @@ ENV = {
 
 
 def _config(tmp_path: Path, trials: int, steps: int, parallel: int) -> Path:
-    """A small real search: ResNet-8 (random init), real CIFAR-10 slice, a fast real profile."""
+    """A small real search: ResNet-8 (random init), real bundled CIFAR-10, a fast real profile."""
     base = yaml.safe_load((REPO / "search_spaces/resnet20_cifar10.yaml").read_text())
     # Budget 80 % of dense: comfortably reachable whatever the fast profile measures.
     base.update(

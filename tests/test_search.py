@@ -11,6 +11,7 @@ from autoprune.evaluate import Evaluator
 from autoprune.policy import PruningPolicy
 from autoprune.records import RunLock, TrialLog
 from autoprune.search import make_searcher
+from autoprune.search.fidelity import Ledger, make_pruner
 
 
 def _evaluator(tiny, cls=None):
@@ -21,11 +22,22 @@ def _ctx(tiny, run_dir: Path):
     return tiny.context(run_dir)
 
 
-def _search(tiny, run_dir: Path, name: str, n: int, evaluator=None, **opts):
+def _ledger(run_dir: Path, rungs=(None,), multi: bool = False) -> Ledger:
+    return Ledger(
+        f"sqlite:///{run_dir / 'study.db'}",
+        make_pruner("successive_halving", list(rungs), 2),
+        multi_objective=multi,
+        attrs={"budget_ms": 1.0},
+    )
+
+
+def _search(tiny, run_dir: Path, name: str, n: int, evaluator=None, rungs=(None,), **opts):
     ctx = _ctx(tiny, run_dir)
     searcher = make_searcher(name, ctx, **opts)
     log = TrialLog(run_dir, searcher.name)
-    summary = run_search(searcher, LocalPool(evaluator or _evaluator(tiny)), log, n)
+    ledger = _ledger(run_dir, rungs, multi=opts.get("sampler") == "nsga2")
+    pool = LocalPool(evaluator or _evaluator(tiny))
+    summary = run_search(searcher, pool, log, n, ledger=ledger, rungs=list(rungs))
     return ctx, summary, log
 
 
@@ -57,11 +69,11 @@ def test_resume_continues_without_repeating(tiny, tmp_path: Path, name: str) -> 
 class _FailsOnce(Evaluator):
     calls = 0
 
-    def __call__(self, policy, seed=0):
+    def __call__(self, policy, seed=0, steps=None):
         type(self).calls += 1
         if type(self).calls == 2:
             raise MemoryError("simulated out of memory")
-        return super().__call__(policy, seed)
+        return super().__call__(policy, seed, steps)
 
 
 def test_failing_evaluation_is_recorded_and_search_goes_on(tiny, tmp_path: Path) -> None:
@@ -78,6 +90,33 @@ def test_nsga2_pareto_search_runs(tiny, tmp_path: Path) -> None:
 
     study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert len(study.directions) == 2 and len(study.best_trials) >= 1
+
+
+@pytest.mark.parametrize("name", ["optuna", "random", "amc"])
+def test_weak_candidates_stop_early_and_curves_reach_the_study(tiny, tmp_path: Path, name) -> None:
+    import optuna
+
+    from autoprune.config import AMCConfig
+
+    amc = AMCConfig(warmup_episodes=2, batch_size=8, net_arch=[16], gradient_steps=1)
+    _, summary, log = _search(tiny, tmp_path, name, 8, rungs=(1, 2, 4), amc=amc)
+    states = [r["state"] for r in log.records]
+    assert summary.finished == 8 and set(states) <= {"COMPLETE", "PRUNED"}
+    assert "PRUNED" in states and "COMPLETE" in states  # successive halving stopped some
+    for rec in log.records:
+        steps = [s for s, _ in rec["curve"]]
+        assert steps == [1, 2, 4][: len(steps)] and rec["steps"] == steps[-1]
+        assert (rec["state"] == "COMPLETE") == (len(steps) == 3)
+    best = PruningPolicy.load(tmp_path / "best_policy.json")
+    complete = [r for r in log.records if r["state"] == "COMPLETE"]
+    assert best.metadata["val_accuracy"] == max(r["accuracy"] for r in complete)
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert study.metric_names == ["val_top1"] and study.user_attrs["budget_ms"] == 1.0
+    trials = study.get_trials()
+    assert len(trials) == 8 and all(t.intermediate_values for t in trials)
+    assert {t.user_attrs["trial"] for t in trials} == {r["trial"] for r in log.records}
+    assert all("predicted_ms" in t.user_attrs and t.params for t in trials)
+    assert sum(t.state == optuna.trial.TrialState.PRUNED for t in trials) == states.count("PRUNED")
 
 
 def test_evaluator_is_deterministic(tiny) -> None:

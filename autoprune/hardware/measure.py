@@ -6,14 +6,14 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from autoprune._threads import torch_threads
 from autoprune.errors import ConfigError
 
 
@@ -143,14 +143,7 @@ def versions() -> dict[str, str]:
     }
 
 
-@contextmanager
-def pinned_threads(threads: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+pinned_threads = torch_threads  # historical name
 
 
 def _timed_round(

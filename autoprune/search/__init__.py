@@ -19,7 +19,6 @@ def make_searcher(name: str, ctx: SearchContext, **options: Any) -> Searcher:
         return OptunaSearcher(
             ctx,
             sampler=options.get("sampler", "tpe"),
-            storage=options.get("storage"),
             startup_trials=options.get("startup_trials", 10),
         )
     if name == "amc":

@@ -6,12 +6,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from autoprune.budget import fit_to_budget
-from autoprune.evaluate import EvalResult
 from autoprune.hardware.predictor import LatencyPredictor
 from autoprune.policy import PruningPolicy
+
+if TYPE_CHECKING:
+    import optuna
+
+    from autoprune.evaluate import EvalResult
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,6 @@ class SearchContext:
     budget_ms: float
     run_dir: Path
     seed: int = 0
-    options: Mapping[str, Any] = field(default_factory=dict)
     channel_scores: Mapping[str, Sequence[float]] = field(default_factory=dict)  # dense model's
 
     def fit(self, ratios: Mapping[str, float], **metadata: Any) -> PruningPolicy:
@@ -40,11 +43,13 @@ class SearchContext:
 
 @dataclass(frozen=True)
 class Proposal:
-    """One candidate: a trial number unique within the run, and the policy to evaluate."""
+    """One candidate: a trial number unique within the run, and the policy to evaluate
+    (``handle``: the Optuna trial of a searcher that proposes through Optuna)."""
 
     trial: int
     policy: PruningPolicy
     params: Mapping[str, float] = field(default_factory=dict)
+    handle: Any = field(default=None, compare=False, repr=False)  # the Optuna trial, if any
 
 
 class Searcher(ABC):
@@ -60,6 +65,10 @@ class Searcher(ABC):
     def __init__(self, ctx: SearchContext) -> None:
         self.ctx = ctx
 
+    def attach(self, study: optuna.Study) -> None:  # noqa: B027 - optional hook
+        """Receive the run's Optuna study (:class:`autoprune.search.fidelity.Ledger`); a
+        searcher that proposes through Optuna samples from it."""
+
     @abstractmethod
     def ask(self) -> Proposal | None:
         """Next candidate, or ``None`` when this searcher has nothing left to propose."""
@@ -68,7 +77,8 @@ class Searcher(ABC):
     def tell(
         self, proposal: Proposal, result: EvalResult | None, error: str | None = None
     ) -> None:
-        """Report a finished candidate (``result``) or its failure (``error``)."""
+        """Report a finished candidate (``result``: its score at the last fidelity it reached)
+        or its failure (``error``)."""
 
     def resume(self, finished: list[dict[str, Any]]) -> None:  # noqa: B027 - optional hook
         """Restore state from the run's finished trial records (default: nothing to restore)."""

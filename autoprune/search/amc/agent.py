@@ -175,9 +175,9 @@ class AMCSearcher(Searcher):
         saved_baseline = state.get("baseline")
         for rec in finished:
             policy = PruningPolicy.from_dict(rec["policy"])
-            result = (
+            result = (  # PRUNED candidates are rewarded with their last rung's score
                 None
-                if rec["state"] != "COMPLETE"
+                if rec["state"] == "FAIL"
                 else EvalResult(
                     rec["policy"],
                     rec["accuracy"],
