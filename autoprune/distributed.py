@@ -9,13 +9,15 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoprune.evaluate import EvalResult, Evaluator
 from autoprune.policy import PruningPolicy
 from autoprune.records import TrialLog
 from autoprune.search._base import Proposal, Searcher
-from autoprune.search.fidelity import Ledger, make_pruner
+
+if TYPE_CHECKING:
+    from autoprune.search.fidelity import Ledger
 
 Outcome = tuple[EvalResult | None, str | None]
 
@@ -212,6 +214,8 @@ def run_search(
     start = time.perf_counter()
     rungs = rungs or [None]  # None: the evaluator's own step count
     if ledger is None:  # an in-memory study: no pruning, nothing written
+        from autoprune.search.fidelity import Ledger, make_pruner
+
         ledger = Ledger(None, make_pruner("none", [1], 2))
     searcher.attach(ledger.study)
     ledger.recover(log.records)

@@ -13,6 +13,7 @@ from autoprune.config import Config
 from autoprune.data import Splits, load_cifar10
 from autoprune.errors import ConfigError, ProfileError
 from autoprune.evaluate import Evaluator
+from autoprune.finetune import Teacher
 from autoprune.hardware import DeviceSpec, HardwareProfile, LUTPredictor, default_profile_path
 from autoprune.models import ModelSpec, build_model, model_spec
 from autoprune.prunable import PrunableLayer, discover
@@ -131,8 +132,13 @@ class Workspace:
         )
 
     def evaluator(
-        self, data: Splits, profile: HardwareProfile, threads: int | None = None
+        self,
+        data: Splits,
+        profile: HardwareProfile,
+        threads: int | None = None,
+        teacher: Teacher | None = None,
     ) -> Evaluator:
+        """The candidate evaluator: short fine-tune on train, score on validation."""
         return Evaluator(
             self.model,
             self.layers,
@@ -143,6 +149,7 @@ class Workspace:
             self.config.short_finetune,
             threads=threads,
             eval_batch_size=self.config.eval_batch_size,
+            teacher=teacher,
         )
 
 

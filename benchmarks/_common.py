@@ -48,6 +48,8 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def save(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    """Write ``results/<name>.json`` and ``results/<name>.md`` atomically."""
-    return write_json(RESULTS / f"{name}.json", data), write_text(RESULTS / f"{name}.md", markdown)
+def save(
+    name: str, data: dict[str, Any], markdown: str, folder: Path = RESULTS
+) -> tuple[Path, Path]:
+    """Write ``<folder>/<name>.json`` and ``<folder>/<name>.md`` atomically."""
+    return write_json(folder / f"{name}.json", data), write_text(folder / f"{name}.md", markdown)

@@ -41,6 +41,7 @@ def config(tmp: Path, name: str = "ok", **changes: object) -> str:
     cfg["dataset"].update(val_size=64, train_limit=128)
     cfg["search"].update(trials=2, parallel=1)
     cfg["short_finetune"].update(steps=1, batch_size=16)
+    cfg["fidelity"] = {"min_steps": None}
     for key, value in changes.items():
         node = cfg
         *parents, last = key.split(".")
@@ -150,8 +151,18 @@ def prepare(tmp: Path, invoke: Invoke) -> None:
     (tmp / "bad.yaml").write_text("model: [resnet20\n")
     (tmp / "trunc.th").write_bytes(b"\x80\x02}q\x00")  # a pickle cut short
     (tmp / "evil.th").write_bytes(_pickle_that_runs_code())
-    z = np.zeros((0, 3072), dtype=np.uint8)
-    np.savez(tmp / "empty.npz", train_x=z, train_y=z[:, 0], test_x=z, test_y=z[:, 0])
+    z, none = np.zeros((0, 3072), dtype=np.uint8), np.zeros(0, dtype=np.int64)
+    empty = {
+        f"{k}_{f}": a
+        for k in ("train", "val", "holdout")
+        for f, a in (
+            ("jpeg", z[:, 0]),
+            ("offsets", np.zeros(1, dtype=np.int64)),
+            ("y", none),
+            ("index", none),
+        )
+    }
+    np.savez(tmp / "empty.npz", test_x=z, test_y=none, test_index=none, **empty)
     for name, model, ratios in (
         ("ratio.json", "resnet8", {"layer1.0.conv1": 1.2}),
         ("other.json", "resnet20", {}),

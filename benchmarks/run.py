@@ -1,286 +1,389 @@
-"""Searched policies vs the obvious alternatives at the same measured latency budget.
+"""Benchmark v2: do searched policies beat the obvious alternatives at the same measured latency?
 
-    python -m benchmarks.run --suite quick        # budget 50 %, 1 seed (~20 min on 2 cores)
-    python -m benchmarks.run --suite cpu-small    # budgets 50 % and 70 %, 2 seeds (~80 min)
-    python -m benchmarks.run --suite gpu          # ResNet-56 on CUDA (skips without a GPU)
+    python -m benchmarks.run --suite cpu-v2 [--resume]   # ResNet-20, 70 % and 50 %, ~7 h on 2 cores
+    python -m benchmarks.run --suite smoke                 # the same steps in ~2 min (tests use it)
+    python -m benchmarks.run --suite gpu                   # ResNet-56 (needs CUDA; skips without)
 
-Every method gets the same number of evaluations (the deterministic baselines have one candidate
-each), the same short fine-tune per candidate and, for its best policy by validation accuracy,
-the same on-device budget fit and final fine-tune (`autoprune apply`). Test accuracy is computed
-only for that final model. Writes ``benchmarks/results/<suite>.{json,md}`` after every row, so an
-interrupted run keeps what it finished.
+Per budget and method (Optuna TPE, AMC, random, uniform, Torch-Pruning global magnitude):
+
+1. search: the same number of candidates, each scored by the same multi-fidelity evaluator
+   (short fine-tunes of 100 / 300 / 900 steps on all 50,000 train images with distillation,
+   weak candidates stopped by Optuna's successive-halving pruner, validation on test-set
+   images the checkpoint never trained on);
+2. fit: the best policy is moved until its latency *measured* beside the dense model meets the
+   budget;
+3. final: the same final recipe (epochs over the full train split, distilled, early stop on
+   validation) with 2 seeds;
+4. latency: the fine-tuned model timed interleaved with the dense one, and batch-64 throughput.
+
+Test accuracy only here: on the 1,017 exact test images and the 5,000-image holdout, with 95 %
+bootstrap intervals, and the paired difference of each searched method against the best
+baseline (bootstrap over the same images). Every step is saved in the work folder as it
+finishes, so ``--resume`` (the default when the work folder exists) picks up where a run
+stopped; results files are rewritten after every step.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import statistics
+import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from autoprune.config import load_config
+from autoprune._io import write_json, write_with
+from autoprune._threads import torch_threads
+from autoprune.budget import LatencyBudget
+from autoprune.config import Config, load_config
 from autoprune.config import to_dict as config_dict
 from autoprune.distributed import RayPool, run_search
-from autoprune.export import apply_and_export, load_pruned_model
+from autoprune.errors import AutopruneError
+from autoprune.export import MEASURE, fit_on_device, resolve_measured
+from autoprune.finetune import FinetuneConfig, Teacher
 from autoprune.hardware import DeviceSpec
-from autoprune.hardware.measure import measure_models
-from autoprune.pipeline import ensure_profile
+from autoprune.hardware.measure import measure_models, paired_ratio
+from autoprune.pipeline import ensure_profile, open_ledger
 from autoprune.policy import PruningPolicy
-from autoprune.records import TrialLog
+from autoprune.pruning import apply_policy, count_macs_params
+from autoprune.records import RunLock, TrialLog
+from autoprune.schedule import prune_and_finetune
 from autoprune.search import make_searcher
-from autoprune.workspace import build_workspace
+from autoprune.workspace import Workspace, build_workspace
+from benchmarks import _report
 from benchmarks._common import RESULTS, provenance, save, utc_now
+from benchmarks._stats import pack
 
-SEARCHED = ("optuna", "amc", "random")  # depend on the seed; uniform and global do not
+METHODS = ["optuna", "amc", "random", "uniform", "global"]
 SUITES: dict[str, dict[str, Any]] = {
-    "quick": {
-        "config": "search_spaces/resnet20_cifar10.yaml",
-        "budgets": ["0.5"],
-        "seeds": [0],
-        "evals": 24,
-        "final_epochs": 8,
-    },
-    "cpu-small": {
-        "config": "search_spaces/resnet20_cifar10.yaml",
-        "budgets": ["0.5", "0.7"],
+    "cpu-v2": {
+        "config": "search_spaces/resnet20_cifar10_full.yaml",
+        "budgets": ["0.7", "0.5"],
         "seeds": [0, 1],
-        "evals": 40,
-        "final_epochs": 8,
+        "trials": 24,
+        # The 50 % models train ~2× faster per step: 16 epochs still fit ~15 min per model.
+        "final_epochs": {"0.7": 8, "0.5": 16},
+    },
+    "smoke": {
+        "config": "search_spaces/resnet20_cifar10.yaml",
+        "budgets": ["0.7"],
+        "seeds": [0, 1],
+        "trials": 3,
+        "overrides": {
+            "dataset.train_limit": 256,
+            "dataset.val_size": 128,
+            "fidelity.min_steps": 1,
+            "fidelity.rungs": 2,
+            "final_finetune.epochs": None,
+            "final_finetune.steps": 4,
+            "profile_grid_points": 3,
+        },
+        "measure": {"min_time_s": 0.05, "rounds": 3},
     },
     "gpu": {
         "config": "search_spaces/resnet56_cifar10.yaml",
-        "budgets": ["0.5", "0.7"],
+        "budgets": ["0.7", "0.5"],
         "seeds": [0, 1],
-        "evals": 40,
-        "final_epochs": 30,
-        "device": "cuda",
+        "trials": 24,
+        "overrides": {"device.device": "cuda"},
     },
 }
-METHODS = ["optuna", "amc", "random", "uniform", "global"]
 
 
-def throughput(ws, model, batch: int, device: str, threads: int) -> float:
-    """Images per second at ``batch`` (the batch-1 latency is what the budget is about)."""
-    (t,) = measure_models(
-        [model], ws.input_shape, DeviceSpec(device, threads, batch), min_time_s=2.0, rounds=5
-    )
-    return batch / t.ms * 1e3
+def _log(msg: str) -> None:
+    print(f"[{utc_now()}] {msg}", flush=True)
 
 
-def run_method(cfg, ws, profile, data, method: str, budget: str, seed: int, evals: int) -> dict:
-    budget_ms = ws.budget_ms(profile, budget)
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp)
-        ctx = ws.search_context(profile, budget_ms * (1 - cfg.budget_margin), run_dir, seed=seed)
-        searcher = make_searcher(
-            method, ctx, sampler="tpe", startup_trials=cfg.search.startup_trials, amc=cfg.amc
+class Bench:
+    """One suite's state: the workspace, data, teacher and the work folder of finished steps."""
+
+    def __init__(self, suite: str, work: Path, name: str, methods: list[str]) -> None:
+        self.spec = SUITES[suite]
+        self.suite, self.work, self.name, self.methods = suite, work, name, methods
+        overrides = {"profile": str(work / "profile.json"), **self.spec.get("overrides", {})}
+        self.cfg: Config = load_config(self.spec["config"]).replace(**overrides)
+        self.ws: Workspace = build_workspace(self.cfg)
+        self.train_threads = os.cpu_count() or 1
+        self.measure = self.spec.get("measure", MEASURE)
+        _log(f"profile ({self.ws.profile_path()})")
+        self.profile, _, _ = ensure_profile(self.ws)
+        self.data = self.ws.load_data()
+        self.teacher = self._teacher()
+        self.dense = self._dense()
+
+    # -- shared once per suite ---------------------------------------------------------------
+    def _teacher(self) -> Teacher | None:
+        ft = self.cfg.short_finetune
+        if ft.distill <= 0 or ft.distill_targets != "cached":
+            return None
+        path = self.work / "teacher_logits.pt"
+        if path.is_file():
+            return Teacher(self.ws.model, torch.load(path, weights_only=True))
+        _log("teacher logits (once per suite)")
+        with torch_threads(self.train_threads):
+            teacher = Teacher.cached(self.ws.model, self.data.train)
+        write_with(path, lambda p: torch.save(teacher.logits, p))
+        return teacher
+
+    def _dense(self) -> dict[str, Any]:
+        path = self.work / "dense.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        macs, params = count_macs_params(self.ws.model, self.ws.input_shape)
+        with torch_threads(self.train_threads):
+            out = {**self.correctness(self.ws.model), "macs": macs, "params": params}
+        write_json(path, out)
+        return out
+
+    def correctness(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Accuracy and per-image correctness on every reported split."""
+        out: dict[str, Any] = {}
+        model.eval()
+        with torch.inference_mode():
+            for name, split in self.data.reported().items():
+                hits = torch.cat(
+                    [model(x).argmax(1) == y for x, y in split.batches(self.cfg.eval_batch_size)]
+                ).numpy()
+                out[f"{name}_acc"] = 100.0 * hits.mean()
+                out[f"{name}_correct"] = pack(hits)
+                out[f"{name}_n"] = len(hits)
+        return out
+
+    def folder(self, budget: str, method: str) -> Path:
+        return self.work / f"budget-{budget}" / method
+
+    # -- the four steps, each saved when done -----------------------------------------------
+    def search(self, budget: str, method: str) -> dict[str, Any]:
+        done = self.folder(budget, method) / "search.json"
+        if done.is_file():
+            return json.loads(done.read_text())
+        run_dir = self.folder(budget, method) / "search"
+        cfg = self.cfg.replace(**{"search.searcher": method, "budget": budget})
+        budget_ms = self.ws.budget_ms(self.profile, budget)
+        ctx = self.ws.search_context(
+            self.profile, budget_ms * (1 - cfg.budget_margin), run_dir, seed=cfg.search.seed
         )
-        # The pool starts and stops its own Ray, so nothing else runs while latency is measured.
-        pool = RayPool(ws.evaluator(data, profile), slots=cfg.search.parallel)
-        log = TrialLog(run_dir, searcher.name)
+        attrs = {"model": cfg.model, "searcher": method, "budget": budget, "budget_ms": budget_ms}
         t0 = time.perf_counter()
-        try:
-            summary = run_search(searcher, pool, log, evals, parallel=pool.slots, seed=seed)
-        finally:
-            pool.close()
-        search_s = time.perf_counter() - t0
-        best = PruningPolicy.from_dict(summary.best["policy"])
-        rep = apply_and_export(ws, best, profile, run_dir / "final", budget=budget, onnx=False)
-        pruned = load_pruned_model(rep.files["policy"], rep.files["model"])
-        dev, threads = profile.spec.device, profile.spec.threads
-        ips = [throughput(ws, m, 64, dev, threads) for m in (ws.model, pruned)]
-    d, p = rep.dense, rep.pruned
-    return {
-        "method": method,
-        "budget": budget,
-        "seed": seed,
-        "evaluations": summary.finished,
-        "best_val_short_ft": summary.best["accuracy"],
-        "val_acc": p["val_acc"],
-        "test_acc": p["test_acc"],
-        "dense_val_acc": d["val_acc"],
-        "dense_test_acc": d["test_acc"],
-        "predicted_ms": rep.predicted_ms,
-        "measured_ms": p["latency_ms"],
-        "budget_ms": rep.budget_ms,
-        "dense_ms": d["latency_ms"],
-        "within_budget": rep.within_budget,
-        "budget_used": p["latency_ms"] / rep.budget_ms,
-        "device_fit_steps": len(rep.device_fit),
-        "macs": p["macs"],
-        "params": p["params"],
-        "speedup": 1 / p["relative_latency"],  # paired with the dense model, round by round
-        "relative_latency": p["relative_latency"],
-        "mac_reduction": d["macs"] / p["macs"],
-        "b64_images_per_s": ips[1],
-        "dense_b64_images_per_s": ips[0],
-        "other_cpus": rep.device.get("other_cpus"),  # interference during the final timing
-        "search_s": search_s,
-        "apply_s": rep.seconds,
-        "ratios": PruningPolicy.from_dict(rep.policy).ratios,
-    }
+        with RunLock(run_dir):
+            searcher = make_searcher(
+                method, ctx, sampler="tpe", startup_trials=cfg.search.startup_trials, amc=cfg.amc
+            )
+            ledger, rungs = open_ledger(cfg, run_dir, attrs)
+            evaluator = self.ws.evaluator(self.data, self.profile, teacher=self.teacher)
+            pool = RayPool(evaluator, slots=cfg.search.parallel)
+            log = TrialLog(run_dir, searcher.name)
+
+            def note(rec: dict[str, Any]) -> None:
+                _log(
+                    f"  {method} trial {rec['trial']} {rec['state']}: "
+                    f"{' → '.join(f'{a:.2f}' for _, a in rec.get('curve', []))}"
+                )
+
+            try:
+                summary = run_search(
+                    searcher,
+                    pool,
+                    log,
+                    self.spec["trials"],
+                    ledger=ledger,
+                    rungs=rungs,
+                    parallel=pool.slots,
+                    seed=cfg.search.seed,
+                    on_result=note,
+                )
+            finally:
+                pool.close()
+        if summary.interrupted or summary.best is None:
+            raise SystemExit(f"search {budget}/{method} stopped before it finished")
+        out = {
+            "best": summary.best,
+            "trials": summary.finished,
+            "failed": summary.failed,
+            "pruned": sum(r["state"] == "PRUNED" for r in log.records),
+            "rungs": rungs,
+            "rung_evaluations": sum(len(r.get("curve", [])) for r in log.records),
+            "search_s": time.perf_counter() - t0,
+            "budget_ms_predicted": budget_ms,
+        }
+        write_json(done, out)
+        return out
+
+    def fit(self, budget: str, method: str, best: dict[str, Any]) -> dict[str, Any]:
+        done = self.folder(budget, method) / "fitted.json"
+        if done.is_file():
+            return json.loads(done.read_text())
+        policy = PruningPolicy.from_dict(best["policy"])
+        fitted, history = fit_on_device(
+            self.ws,
+            policy,
+            self.profile,
+            LatencyBudget.parse(budget),
+            margin=self.cfg.budget_margin,
+            measure_kwargs=self.measure,
+        )
+        out = {"policy": fitted.to_dict(), "device_fit": history}
+        write_json(done, out)
+        return out
+
+    def recipe(self, budget: str) -> FinetuneConfig:
+        """The final recipe at ``budget`` (the suite may set epochs per budget)."""
+        epochs = self.spec.get("final_epochs", {}).get(budget)
+        ft = self.cfg.final_finetune
+        return ft if epochs is None else dataclasses.replace(ft, epochs=float(epochs))
+
+    def final(self, budget: str, method: str, policy: PruningPolicy, seed: int) -> dict[str, Any]:
+        folder = self.folder(budget, method)
+        done = folder / f"final-seed{seed}.json"
+        if done.is_file():
+            return json.loads(done.read_text())
+        t0 = time.perf_counter()
+        last = [0.0]
+
+        def tick(step: int, total: int, loss: float) -> None:
+            now = time.perf_counter() - t0
+            if now - last[0] > 120 or step == total:
+                last[0] = now
+                eta = now / step * (total - step)
+                _log(
+                    f"  final {method} seed {seed}: step {step}/{total}, loss {loss:.3f}, "
+                    f"ETA {eta / 60:.1f} min"
+                )
+
+        with torch_threads(self.train_threads):
+            model = prune_and_finetune(
+                self.ws.model,
+                policy,
+                self.ws.layers,
+                self.ws.input_shape,
+                self.data.train,
+                self.recipe(budget),
+                seed=seed,
+                teacher=self.teacher or self.ws.model,
+                val=self.data.val,
+                progress=tick,
+            )
+            seconds = time.perf_counter() - t0
+            recipe = dataclasses.asdict(self.recipe(budget))
+            out = {
+                "seed": seed,
+                "finetune_s": seconds,
+                "recipe": recipe,
+                **self.correctness(model),
+            }
+        write_with(folder / f"final-seed{seed}.pt", lambda p: torch.save(model.state_dict(), p))
+        write_json(done, out)
+        return out
+
+    def latency(self, budget: str, method: str, policy: PruningPolicy) -> dict[str, Any]:
+        done = self.folder(budget, method) / "latency.json"
+        if done.is_file():
+            return json.loads(done.read_text())
+        pruned = apply_policy(self.ws.model, policy, self.ws.layers, self.ws.input_shape)
+        state = torch.load(self.folder(budget, method) / "final-seed0.pt", weights_only=True)
+        pruned.load_state_dict(state)
+        t_dense, t_pruned = measure_models(
+            [self.ws.model, pruned], self.ws.input_shape, self.profile.spec, **self.measure
+        )
+        budget_ms = resolve_measured(LatencyBudget.parse(budget), t_dense, t_pruned)
+        spec = self.profile.spec
+        b64 = DeviceSpec(spec.device, spec.threads, 64, spec.runtime)
+        fast = {"min_time_s": min(2.0, self.measure["min_time_s"]), "rounds": 5}
+        ips = [
+            64 / t.ms * 1e3
+            for t in measure_models([self.ws.model, pruned], self.ws.input_shape, b64, **fast)
+        ]
+        macs, params = count_macs_params(pruned, self.ws.input_shape)
+        out = {
+            "measured_ms": t_pruned.ms,
+            "dense_ms": t_dense.ms,
+            "budget_ms": budget_ms,
+            "relative_latency": paired_ratio(t_pruned, t_dense),
+            "within_budget": t_pruned.ms <= budget_ms,
+            "budget_used": t_pruned.ms / budget_ms,
+            "other_cpus": t_pruned.other_cpus,
+            "b64_images_per_s": ips[1],
+            "dense_b64_images_per_s": ips[0],
+            "macs": macs,
+            "params": params,
+            "date": utc_now(),
+        }
+        write_json(done, out)
+        return out
+
+    def row(self, budget: str, method: str) -> dict[str, Any]:
+        """Run whatever is missing for one (budget, method) and return its row."""
+        _log(f"budget {budget} · {method}: search")
+        found = self.search(budget, method)
+        _log(f"budget {budget} · {method}: fit to the measured budget")
+        fitted = self.fit(budget, method, found["best"])
+        policy = PruningPolicy.from_dict(fitted["policy"])
+        finals = []
+        for seed in self.spec["seeds"]:
+            _log(f"budget {budget} · {method}: final fine-tune, seed {seed}")
+            finals.append(self.final(budget, method, policy, seed))
+        _log(f"budget {budget} · {method}: latency")
+        lat = self.latency(budget, method, policy)
+        return {
+            "budget": budget,
+            "method": method,
+            "search": found,
+            "device_fit": fitted["device_fit"],
+            "ratios": policy.ratios,
+            "finals": finals,
+            **lat,
+        }
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    ap.add_argument("--suite", choices=sorted(SUITES), default="quick")
-    ap.add_argument("--config", default=None, help="override the suite's config")
-    ap.add_argument("--data-source", default="exact", help="slice | exact | jpeg")
-    ap.add_argument("--data-root", default=None, help="folder of the CIFAR-10 npz/JPEG files")
-    ap.add_argument("--final-epochs", type=float, default=None)
+    ap.add_argument("--suite", choices=sorted(SUITES), default="cpu-v2")
     ap.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
     ap.add_argument("--name", default=None, help="results file name (default: the suite)")
     ap.add_argument(
-        "--resume", action="store_true", help="keep the rows already in the results file"
+        "--work", type=Path, default=None, help="work folder (default runs/bench/NAME)"
     )
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder for results files")
     args = ap.parse_args(argv)
-    suite = SUITES[args.suite]
-    if suite.get("device") == "cuda" and not torch.cuda.is_available():
+    spec = SUITES[args.suite]
+    if spec.get("overrides", {}).get("device.device") == "cuda" and not torch.cuda.is_available():
         print(f"suite {args.suite!r} needs a CUDA GPU; none here, skipped", file=sys.stderr)
         return None
-    final_epochs = args.final_epochs or suite["final_epochs"]
-    overrides: dict[str, Any] = {
-        "dataset.source": args.data_source,
-        "dataset.val_size": 1000.0,
-        "final_finetune.epochs": final_epochs,
-    }
-    if args.data_root:
-        overrides["dataset.root"] = args.data_root
-    if suite.get("device"):
-        overrides["device.device"] = suite["device"]
-    cfg = load_config(args.config or suite["config"]).replace(**overrides)
-    ws = build_workspace(cfg)
-    profile, _, _ = ensure_profile(ws)
-    data = ws.load_data()
-    rows: list[dict] = []
-    done: set[tuple[str, str, int]] = set()
-    previous = RESULTS / f"{args.name or args.suite}.json"
-    if args.resume and previous.is_file():
-        rows = json.loads(previous.read_text())["rows"]
-        done = {(r["budget"], r["method"], r["seed"]) for r in rows}
-    started = time.perf_counter() - sum(r["search_s"] + r["apply_s"] for r in rows)
-    meta = {
-        "suite": args.suite,
-        "name": args.name or args.suite,
-        "settings": {**suite, **vars(args), "final_epochs": final_epochs},
-    }
-    for budget in suite["budgets"]:
-        for method in args.methods:
-            for seed in suite["seeds"] if method in SEARCHED else suite["seeds"][:1]:
-                if (budget, method, seed) in done:
-                    continue
-                row = run_method(cfg, ws, profile, data, method, budget, seed, suite["evals"])
-                row["date"] = utc_now()
-                rows.append(row)
-                print(
-                    f"budget {budget} seed {seed} {method:8s} val {row['val_acc']:.2f} "
-                    f"test {row['test_acc']:.2f} measured {row['measured_ms']:.3f} ms "
-                    f"(budget {row['budget_ms']:.3f}) search {row['search_s']:.0f} s",
-                    flush=True,
-                )
-                _write({**meta, "wall_s": time.perf_counter() - started}, cfg, profile, data, rows)
-    return _write({**meta, "wall_s": time.perf_counter() - started}, cfg, profile, data, rows)
+    name = args.name or args.suite
+    work = args.work or Path("runs/bench") / name
+    try:
+        bench = Bench(args.suite, work, name, args.methods)
+        rows: list[dict[str, Any]] = []
+        for budget in spec["budgets"]:
+            for method in args.methods:
+                rows.append(bench.row(budget, method))
+                _write(bench, rows, args.results)
+    except AutopruneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return _write(bench, rows, args.results)
 
 
-def _spread(values: list[float], fmt: str = ".2f") -> str:
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
-
-
-def _write(meta, cfg, profile, data, rows) -> dict:
-    order = {m: i for i, m in enumerate(METHODS)}
-    rows.sort(key=lambda r: (float(r["budget"]), order[r["method"]], r["seed"]))
+def _write(bench: Bench, rows: list[dict[str, Any]], results: Path) -> dict[str, Any]:
     out = {
-        **meta,
-        "config": config_dict(cfg),
-        "data": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        "provenance": provenance(profile.device, profile.threads, profile.batch),
+        "suite": bench.suite,
+        "name": bench.name,
+        "config": config_dict(bench.cfg),
+        "settings": {k: v for k, v in bench.spec.items() if k != "overrides"},
+        "data": bench.data.describe(),
+        "dense": bench.dense,
+        "provenance": provenance(bench.profile.device, bench.profile.threads, bench.profile.batch),
+        "train_threads": bench.train_threads,
         "rows": rows,
     }
-    prov, s = out["provenance"], meta["settings"]
-    md = [
-        f"# Benchmark `{meta['suite']}`: {cfg.model} on CIFAR-10 ({cfg.dataset.source})",
-        "",
-        f"{prov['device_name']} ({prov['cpu_count']} cores), {profile.threads} thread(s), batch "
-        f"{profile.batch}; torch {prov['versions']['torch']}, torch-pruning "
-        f"{prov['versions']['torch_pruning']}, optuna {prov['versions']['optuna']}; commit "
-        f"{prov['git_commit']}; {prov['date']}; wall {meta['wall_s'] / 60:.0f} min.",
-        "",
-        f"Data: {out['data']['train']} train / {out['data']['val']} validation (carved from "
-        f"train: the search reward) / {out['data']['test']} test images (final report only). "
-        f"{s['evals']} evaluations per searched method (uniform and global magnitude: one "
-        f"candidate each), {cfg.short_finetune.steps} fine-tune steps per candidate; the best "
-        f"policy by validation is fitted to the budget as measured on the device, then "
-        f"fine-tuned {s['final_epochs']:g} epochs with distillation (weight "
-        f"{cfg.final_finetune.distill}). Seeds {s['seeds']} for the searched methods.",
-        "",
-        "## Summary (mean ± std over seeds)",
-        "",
-        "| budget | method | test top-1 | val top-1 | measured ÷ budget | speed-up | "
-        "speed-up ÷ MAC cut | MACs M | b64 img/s | search s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["budget"], r["method"]), []).append(r)
-    for (budget, method), rs in groups.items():
-
-        def col(key: str, rs: list[dict] = rs) -> list[float]:
-            return [float(r[key]) for r in rs]
-
-        md.append(
-            f"| {float(budget):.0%} | {method} | {_spread(col('test_acc'))} | "
-            f"{_spread(col('val_acc'))} | {_spread(col('budget_used'), '.1%')} | "
-            f"{_spread(col('speedup'))}× | "
-            f"{_spread([r['speedup'] / r['mac_reduction'] for r in rs])} | "
-            f"{_spread([m / 1e6 for m in col('macs')])} | {_spread(col('b64_images_per_s'), '.0f')} | "
-            f"{statistics.mean(col('search_s')):.0f} |"
-        )
-    within = [r["within_budget"] for r in rows]
-    used = [r["budget_used"] for r in rows]
-    if rows:
-        md += [
-            "",
-            f"Dense: val {rows[0]['dense_val_acc']:.2f} %, test {rows[0]['dense_test_acc']:.2f} "
-            f"%, batch-64 throughput {rows[0]['dense_b64_images_per_s']:.0f} img/s.",
-            "",
-            "## Budget compliance",
-            "",
-            f"{sum(within)} of {len(within)} exported policies are within the budget as measured "
-            f"on the device; budget used: min {min(used):.1%}, median "
-            f"{statistics.median(used):.1%}, max {max(used):.1%}.",
-        ]
-    md += [
-        "",
-        "## Every run",
-        "",
-        "Each row's dense latency (*dense ms*, measured beside it) shows the machine's speed at "
-        "the time; budgets are shares of it. *Proxy val*: the best candidate's validation top-1 "
-        "after the short fine-tune, i.e. what the search ranked by.",
-        "",
-        "| budget | seed | method | proxy val | val | test | measured ms (budget) | dense ms | "
-        "predicted ms | fit steps | MACs M | params K | speed-up | b64 img/s | search s |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        md.append(
-            f"| {r['budget']} | {r['seed']} | {r['method']} | {r['best_val_short_ft']:.1f} | "
-            f"{r['val_acc']:.2f} | {r['test_acc']:.2f} | {r['measured_ms']:.3f} "
-            f"({r['budget_ms']:.3f}) | {r['dense_ms']:.3f} | {r['predicted_ms']:.3f} | "
-            f"{r['device_fit_steps']} | {r['macs'] / 1e6:.2f} | "
-            f"{r['params'] / 1e3:.1f} | {r['speedup']:.2f}× | {r['b64_images_per_s']:.0f} | "
-            f"{r['search_s']:.0f} |"
-        )
-    save(meta["name"], out, "\n".join(md) + "\n")
+    md = _report.markdown(out)
+    save(bench.name, out, md, folder=results)
     return out
 
 

@@ -94,6 +94,7 @@ def write_config(tmp_path: Path, **changes: object) -> Path:
     cfg["dataset"].update(val_size=64, train_limit=128)
     cfg["search"].update(trials=3, parallel=1, startup_trials=2)
     cfg["short_finetune"].update(steps=2, batch_size=16)
+    cfg["fidelity"] = {"min_steps": 1, "rungs": 2, "reduction_factor": 2}
     cfg["final_finetune"] = {"steps": 2, "batch_size": 16}
     for key, value in changes.items():
         node = cfg

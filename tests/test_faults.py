@@ -42,6 +42,7 @@ def _config(tmp_path: Path, trials: int, steps: int, parallel: int) -> Path:
     base["dataset"].update(val_size=64, train_limit=256)
     base["search"].update(trials=trials, parallel=parallel, startup_trials=2)
     base["short_finetune"].update(steps=steps, batch_size=32)
+    base["fidelity"] = {"min_steps": None}  # one rung of `steps`
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(base))
     ws = build_workspace(load_config(path))

@@ -66,7 +66,7 @@ def decode_jpegs(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 def count(size: float | None, pool: int) -> int:
     """``size`` images of a pool of ``pool``: a count (≥ 1), a fraction (< 1), or all (None)."""
-    if size is None:
+    if size is None or pool == 0:  # an empty pool is reported as an empty dataset
         return pool
     n = round(size * pool) if size < 1 else int(size)
     if not 0 < n <= pool:
