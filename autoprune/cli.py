@@ -371,8 +371,10 @@ def _print_report(rep: dict[str, Any]) -> None:
     t = Table(title=f"{rep['model']}: dense vs pruned")
     for col in ("", "dense", "pruned"):
         t.add_column(col, justify="right")
-    t.add_row("validation top-1 %", f"{d['val_acc']:.2f}", f"{p['val_acc']:.2f}")
-    t.add_row("test top-1 %", f"{d['test_acc']:.2f}", f"{p['test_acc']:.2f}")
+    from autoprune.report import split_labels
+
+    for key, label in split_labels(rep).items():
+        t.add_row(f"{label} top-1 %", f"{d[key]:.2f}", f"{p[key]:.2f}")
     t.add_row("measured latency ms", f"{d['latency_ms']:.3f}", f"{p['latency_ms']:.3f}")
     t.add_row("predicted latency ms", "", f"{rep['predicted_ms']:.3f}")
     t.add_row("budget ms", "", f"{rep['budget_ms']:.3f}")

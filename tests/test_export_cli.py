@@ -32,6 +32,8 @@ def test_apply_export_reload_and_onnx_parity(tmp_path: Path) -> None:
         ws, policy, profile, tmp_path / "final", measure_kwargs={"min_time_s": 0.02, "rounds": 2}
     )
     assert rep.pruned["macs"] < rep.dense["macs"] and "within_budget" in rep.to_dict()
+    assert {"val_acc", "test_acc", "holdout_acc"} <= set(rep.dense) <= set(rep.pruned)
+    assert rep.data["val"] == {"images": 64, "pool": "test"} and rep.recipe["steps"] == 2
     out = export_dir(tmp_path / "final", tmp_path / "export")
     assert out["onnx_max_abs_diff"] < 1e-3 and (tmp_path / "export/report.md").is_file()
     state = torch.load(tmp_path / "export/model.pt", weights_only=True)
@@ -84,11 +86,14 @@ def test_search_apply_export_and_resume_rules_through_cli(tmp_path: Path) -> Non
     assert res.exit_code == 0, res.output
     html = (run / "report/report.html").read_text()
     md = (run / "report/report.md").read_text()
-    for fig in ("pareto", "progress", "layers", "latency"):
+    for fig in ("pareto", "progress", "curves", "layers", "latency"):
         assert (run / f"report/{fig}.png").read_bytes()[:4] == b"\x89PNG"
         assert f"]({fig}.png)" in md
-    assert html.count("data:image/png;base64,") == 4  # self-contained
-    assert "test top-1" in md and "measured latency" in md
+    assert html.count("data:image/png;base64,") == 5  # self-contained
+    assert "measured latency" in md and "Final fine-tune: 2 steps" in md
+    # The dense model is scored on every split, validation on test-set images it never saw.
+    for label in ("validation (64 test-set images)", "test (1,017 test-set", "holdout (2,000"):
+        assert label in md
 
 
 def test_cli_import_stays_light() -> None:

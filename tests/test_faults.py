@@ -3,6 +3,7 @@ retried, and a driver killed with SIGKILL resumes with no trial lost or run twic
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -113,9 +115,45 @@ def _ray(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     )
 
 
-def _evaluation_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "ray::_evaluate_task"], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid → (parent pid, command line) of every process, read from /proc."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        out[int(d.name)] = (ppid, cmd)
+    return out
+
+
+def _cluster_processes(temp_dir: str) -> dict[int, str]:
+    """This test's own Ray processes: those started with its temp dir, and their descendants
+    (the workers rename themselves, so they are found through their parents). Never another
+    Ray on the machine, e.g. a benchmark running beside the tests."""
+    procs = _processes()
+    found = {pid: cmd for pid, (_, cmd) in procs.items() if temp_dir in cmd}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, cmd) in procs.items():
+            if ppid in found and pid not in found:
+                found[pid], grew = cmd, True
+    return found
+
+
+def _evaluation_pids(temp_dir: str) -> list[int]:
+    return [p for p, cmd in _cluster_processes(temp_dir).items() if "ray::_evaluate_task" in cmd]
+
+
+def _stop_cluster(temp_dir: str) -> None:
+    for pid in _cluster_processes(temp_dir):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.ray
@@ -129,9 +167,11 @@ def test_two_node_cluster_worker_killed_mid_trial_is_retried(tmp_path: Path) -> 
     cfg = _config(tmp_path, trials=4, steps=150, parallel=2)
     run = tmp_path / "run"
     port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="apray", dir="/tmp")  # short: Ray's socket paths
     _ray(
         "start",
         "--head",
+        f"--temp-dir={temp_dir}",
         f"--port={port}",
         "--num-cpus=1",
         "--include-dashboard=false",
@@ -155,13 +195,13 @@ def test_two_node_cluster_worker_killed_mid_trial_is_retried(tmp_path: Path) -> 
             cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         _wait(
-            lambda: bool(_evaluation_pids()) or proc.poll() is not None,
+            lambda: bool(_evaluation_pids(temp_dir)) or proc.poll() is not None,
             180,
             "an evaluation task to start",
         )
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         time.sleep(1.0)
-        victim = _evaluation_pids()[0]
+        victim = _evaluation_pids(temp_dir)[0]
         os.kill(victim, signal.SIGKILL)
         _out, err = proc.communicate(timeout=400)
         assert proc.returncode == 0, err
@@ -169,7 +209,7 @@ def test_two_node_cluster_worker_killed_mid_trial_is_retried(tmp_path: Path) -> 
         assert len(recs) == 4 and all(r["state"] == "COMPLETE" for r in recs), recs
         assert len({r["trial"] for r in recs}) == 4
     finally:
-        _ray("stop", "--force", check=False)
+        _stop_cluster(temp_dir)
 
 
 @pytest.mark.slow

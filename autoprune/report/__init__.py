@@ -108,8 +108,10 @@ def add_summary(doc: Document, rep: dict[str, Any]) -> None:
     doc.table(
         ["", "dense", "pruned"],
         [
-            ("validation top-1 (%)", f"{d['val_acc']:.2f}", f"{p['val_acc']:.2f}"),
-            ("test top-1 (%)", f"{d['test_acc']:.2f}", f"{p['test_acc']:.2f}"),
+            *[
+                (f"{label} top-1 (%)", f"{d[key]:.2f}", f"{p[key]:.2f}")
+                for key, label in split_labels(rep).items()
+            ],
             ("measured latency (ms)", f"{d['latency_ms']:.3f}", f"{p['latency_ms']:.3f}"),
             ("predicted latency (ms)", "", f"{rep['predicted_ms']:.3f}"),
             ("MACs (M)", f"{d['macs'] / 1e6:.2f}", f"{p['macs'] / 1e6:.2f}"),
@@ -117,6 +119,8 @@ def add_summary(doc: Document, rep: dict[str, Any]) -> None:
             *_sparsity_rows(d, p),
         ],
     )
+    if (recipe := _recipe_text(rep)) is not None:
+        doc.text(recipe)
     fit = rep.get("device_fit") or []
     if len(fit) > 1:
         steps = ", ".join(f"{h['measured_ms']:.3f}" for h in fit)
@@ -129,6 +133,34 @@ def add_summary(doc: Document, rep: dict[str, Any]) -> None:
         doc.text(
             f"ONNX parity (onnxruntime vs PyTorch): max |diff| = {rep['onnx_max_abs_diff']:.2e}"
         )
+
+
+def split_labels(rep: dict[str, Any]) -> dict[str, str]:
+    """``val_acc`` → "validation (2,000 test-set images)", … for the splits a report scored."""
+    data = rep.get("data") or {}
+    names = {"val": "validation", "test": "test", "holdout": "holdout"}
+    out = {}
+    for split, name in names.items():
+        if f"{split}_acc" not in rep["dense"]:
+            continue
+        info = data.get(split)
+        where = f" ({info['images']:,} {info['pool']}-set images)" if info else ""
+        out[f"{split}_acc"] = name + where
+    return out
+
+
+def _recipe_text(rep: dict[str, Any]) -> str | None:
+    r = rep.get("recipe") or {}
+    if not r:
+        return None
+    length = f"{r['epochs']:g} epochs" if r.get("epochs") is not None else f"{r['steps']} steps"
+    stop = f", early stop after {r['patience']} checks without gain" if r.get("patience") else ""
+    return (
+        f"Final fine-tune: {length}, batch {r['batch_size']}, lr {r['lr']} (cosine), "
+        f"distillation {r['distill']} from the dense model ({r.get('distill_targets', 'online')} "
+        f"targets){stop}. The dense model is scored on every split, so a validation score near "
+        "100 % would show a split the checkpoint trained on."
+    )
 
 
 def _sparsity_rows(d: dict[str, Any], p: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -179,12 +211,16 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     rep = _applied(run_dir)
     done = [r for r in records if r["state"] == "COMPLETE"]
+    pruned = sum(r["state"] == "PRUNED" for r in records)
+    failed = sum(r["state"] == "FAIL" for r in records)
+    rungs = cfg.fidelity.steps(cfg.short_finetune.steps)
     doc = Document(f"autoprune report: {info['model']} — {info['searcher']} search")
     doc.text(
-        f"{len(records)} trials ({len(records) - len(done)} failed), budget {info['budget']} = "
-        f"{info['budget_ms']:.3f} ms on {info['device_name']} ({info['device']}, "
-        f"{info['threads']} thread(s), batch {info['batch']}); validation accuracy after "
-        f"{cfg.short_finetune.steps} fine-tune steps per trial."
+        f"{len(records)} candidates ({pruned} stopped early by the pruner, {failed} failed), "
+        f"budget {info['budget']} = {info['budget_ms']:.3f} ms on {info['device_name']} "
+        f"({info['device']}, {info['threads']} thread(s), batch {info['batch']}); each scored "
+        f"on validation after {' / '.join(map(str, rungs))} fine-tune steps while it stayed "
+        "among the best."
     )
     files: dict[str, Path] = {}
     if rep is not None:
@@ -206,9 +242,20 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
     )
     doc.heading("Search progress")
     files["progress"] = plots.plot_progress(
-        [r.get("accuracy") for r in records], out / "progress.png"
+        [r.get("accuracy") if r["state"] == "COMPLETE" else None for r in records],
+        out / "progress.png",
     )
-    doc.image(files["progress"], "Validation accuracy per trial and the best so far.")
+    doc.image(
+        files["progress"], "Validation accuracy of each candidate that reached the last rung."
+    )
+    files["curves"] = plots.plot_curves(
+        [(r.get("curve") or [], r["state"]) for r in records], out / "curves.png"
+    )
+    doc.image(
+        files["curves"],
+        "Every candidate's validation accuracy at each fidelity rung it reached; the pruner "
+        "stopped the red ones.",
+    )
     best = sorted(done, key=lambda r: -r["accuracy"])[:5]
     doc.table(
         ["trial", "val top-1", "predicted ms", "MACs M"],
@@ -269,4 +316,4 @@ def _calibration_points(profile: dict[str, Any]) -> list[tuple[float, float]]:
     ]
 
 
-__all__ = ["Document", "add_summary", "build_report", "summary_markdown"]
+__all__ = ["Document", "add_summary", "build_report", "split_labels", "summary_markdown"]

@@ -39,6 +39,34 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return front
 
 
+def plot_curves(curves: Sequence[tuple[Sequence[Sequence[float]], str]], path: Path) -> Path:
+    """Every candidate's validation accuracy against fine-tune steps (the fidelity rungs it
+    reached), coloured by how it ended (COMPLETE, PRUNED)."""
+    fig, ax = _figure()
+    colors = {"COMPLETE": "C0", "PRUNED": "C3"}
+    seen: set[str] = set()
+    for curve, state in curves:
+        if not curve:
+            continue
+        steps, acc = zip(*curve, strict=True)
+        ax.plot(
+            steps,
+            acc,
+            "o-",
+            color=colors.get(state, "C7"),
+            alpha=0.6,
+            ms=3,
+            lw=1,
+            label=None if state in seen else state.lower(),
+        )
+        seen.add(state)
+    ax.set_xscale("log")
+    ax.set_xlabel("fine-tune steps (fidelity rung)")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_pareto(
     trials: Sequence[tuple[float, float]],
     path: Path,

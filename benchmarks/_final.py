@@ -1,0 +1,83 @@
+"""Final fine-tunes as Ray tasks: several (policy, seed, recipe) jobs in parallel, one thread
+each, for the benchmarks that need many final models (proxy study, fine-tune length curve)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import nn
+
+from autoprune._threads import torch_threads
+from autoprune.data import Splits
+from autoprune.finetune import FinetuneConfig, Teacher, accuracy
+from autoprune.policy import PruningPolicy
+from autoprune.prunable import PrunableLayer
+from autoprune.schedule import prune_and_finetune
+
+
+@dataclass
+class FinalJob:
+    """Everything a final fine-tune needs; shipped once to the Ray object store."""
+
+    model: nn.Module
+    layers: list[PrunableLayer]
+    input_shape: tuple[int, ...]
+    data: Splits
+    teacher: Teacher | None
+
+    def run(self, policy: dict[str, Any], seed: int, recipe: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        cfg = FinetuneConfig(**recipe)
+        with torch_threads(1):
+            model = prune_and_finetune(
+                self.model,
+                PruningPolicy.from_dict(policy),
+                self.layers,
+                self.input_shape,
+                self.data.train,
+                cfg,
+                seed=seed,
+                teacher=self.teacher or self.model,
+                val=self.data.val,
+            )
+            scores = {f"{k}_acc": accuracy(model, s) for k, s in self.data.reported().items()}
+        return {"seed": seed, "recipe": recipe, "finetune_s": time.perf_counter() - t0, **scores}
+
+
+def _task(job: FinalJob, policy: dict[str, Any], seed: int, recipe: dict[str, Any]) -> Any:
+    return job.run(policy, seed, recipe)
+
+
+def run_finals(
+    job: FinalJob,
+    todo: list[tuple[dict[str, Any], int, FinetuneConfig]],
+    *,
+    done: Callable[[int, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every (policy, seed, recipe) in ``todo`` on a local Ray, one per CPU at a time;
+    ``done(i, result)`` is called as each finishes (results come back in ``todo`` order)."""
+    import ray
+
+    from autoprune.distributed import init_ray
+
+    init_ray()
+    try:
+        ref = ray.put(job)
+        task = ray.remote(_task).options(num_cpus=1)
+        pending = {task.remote(ref, p, s, asdict(r)): i for i, (p, s, r) in enumerate(todo)}
+        out: dict[int, dict[str, Any]] = {}
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(ready)
+            out[i] = ray.get(ready)
+            if done is not None:
+                done(i, out[i])
+        return [out[i] for i in range(len(todo))]
+    finally:
+        ray.shutdown()
+
+
+__all__ = ["FinalJob", "run_finals"]
