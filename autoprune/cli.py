@@ -60,6 +60,7 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
         Progress,
         TextColumn,
         TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     tasks: dict[str, Any] = {}
@@ -68,6 +69,8 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=err,
         transient=False,
     ) as bar:
@@ -507,17 +510,18 @@ def export(
 @app.command()
 def demo(
     run_dir: Path = typer.Option(Path("runs/demo"), help="Where the demo writes its run."),
-    trials: int = typer.Option(16, help="Candidate evaluations."),
-    parallel: int = typer.Option(2, help="Evaluations in flight (Ray workers)."),
-    searcher: str = typer.Option("optuna", help="optuna | amc | random | uniform | global."),
-    budget: str = typer.Option("0.6", help="Latency budget (fraction of dense or ms)."),
+    trials: int | None = typer.Option(None, help="Candidates (default: the config's, 12)."),
+    parallel: int | None = typer.Option(None, help="Evaluations in flight (Ray workers)."),
+    searcher: str | None = typer.Option(None, help="optuna | amc | random | uniform | global."),
+    budget: str | None = typer.Option(None, help="Latency budget (default: the config's, 0.6)."),
 ) -> None:
-    """Offline end-to-end demo on the bundled ResNet-20 and CIFAR-10 slice: profile, search,
-    apply, export, report — a few minutes on a laptop CPU."""
+    """Offline end-to-end demo on the bundled ResNet-20 and CIFAR-10 images: profile, search,
+    apply, export, report — under 10 minutes on 2 CPU cores."""
     with _errors():
         import shutil
 
         from autoprune.pipeline import SearchOptions
+        from autoprune.workspace import build_workspace
 
         cfg = _config(
             DEFAULT_CONFIG,
@@ -530,16 +534,18 @@ def demo(
         )
         if run_dir.exists():
             shutil.rmtree(run_dir)
+        ws = build_workspace(cfg)
+        if ws.profile_path().is_file():
+            out.print(f"latency profile of this processor: {ws.profile_path()}")
+        else:  # a quick profile of this processor (the device fit corrects what it misses)
+            out.rule("0/5 profile this processor (quick)")
+            cfg = cfg.replace(profile=str(run_dir / "profile.json"), profile_grid_points=6)
+            with _progress() as cb:
+                build_workspace(cfg).measure_profile(
+                    repeats=10, min_time_s=0.25, progress=cb, sweep=[]
+                ).save(run_dir / "profile.json")
         out.rule("1/5 search")
-        from autoprune.errors import ProfileError
-        from autoprune.workspace import build_workspace
-
-        try:  # the committed profile is only good on the processor it was measured on
-            build_workspace(cfg).load_profile()
-        except ProfileError as e:
-            out.print(f"measuring a profile for this machine ({e})")
-            cfg = cfg.replace(profile=str(run_dir / "profile.json"))
-        summary = _run_search(cfg, SearchOptions(run_dir, use_ray=parallel > 1))
+        summary = _run_search(cfg, SearchOptions(run_dir, use_ray=cfg.search.parallel > 1))
         _print_summary(summary, run_dir)
         out.rule("2/5 apply: fit to the measured budget, final fine-tune, re-measure")
         rep = _apply(run_dir, None, None, True, False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,29 @@ class Workspace:
         )
 
     def profile_path(self) -> Path:
+        """Where this config's profile lives: ``profile:`` if set, else the first profile in
+        ``hardware_profiles/`` recorded for this model, setting and processor (several
+        machines' profiles can sit side by side), else where a new one would be written."""
         if self.config.profile:
             return Path(self.config.profile)
-        return default_profile_path(self.config.model, self.device)
+        default = default_profile_path(self.config.model, self.device)
+        for path in [default, *sorted(default.parent.glob(f"{default.stem}-*.json"))]:
+            try:
+                self.load_profile(path)
+            except ProfileError:
+                continue
+            return path
+        if not default.exists():
+            return default
+        name = re.sub(r"\((r|tm)\)", "", self.device_name.lower())
+        slug = "-".join(re.findall(r"[a-z0-9]+", name))
+        return default.with_name(f"{default.stem}-{slug}.json")
+
+    @property
+    def device_name(self) -> str:
+        from autoprune.hardware.measure import device_name
+
+        return device_name(self.device.device)
 
     def measure_profile(
         self,

@@ -127,8 +127,8 @@ class Ledger:
     # -- resume ------------------------------------------------------------------------------
     def recover(self, finished: list[dict[str, Any]]) -> None:
         """Close trials a killed driver left RUNNING: finish the ones the trial log recorded,
-        fail the rest and re-queue those an Optuna sampler proposed (others re-propose their
-        own on resume)."""
+        fail the rest, and re-queue those an Optuna sampler proposed that had not reported a
+        rung yet (other searchers re-propose their own on resume)."""
         by_trial = {int(r["trial"]): r for r in finished}
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             rec = by_trial.get(int(t.user_attrs.get("trial", t.number)))
@@ -141,7 +141,10 @@ class Ledger:
                 self.study.tell(t.number, state=TrialState.PRUNED)
             else:
                 self.study.tell(t.number, state=TrialState.FAIL)
-                if rec is None and t.user_attrs.get("owner") != "ledger":
+                # Re-queue a lost proposal only if it reported no rung: a rung score it did
+                # report stays in the pruner's history, and a copy would compete against it.
+                fresh = not t.intermediate_values and t.user_attrs.get("owner") != "ledger"
+                if rec is None and fresh:
                     self.study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
 
 
