@@ -270,18 +270,21 @@ def _run_search(cfg: Config, opts: Any) -> Any:
             ):
                 state["best"] = rec["accuracy"]
             cb("search", state["done"], opts.trials or cfg.search.trials)
-            if state["best"] is not None:
-                out.log(
-                    f"trial {rec['trial']}: {rec['state'].lower()}"
-                    + (
-                        f", val {rec['accuracy']:.2f} %"
-                        if rec["state"] == "COMPLETE"
-                        else f" ({rec.get('error')})"
-                    )
-                    + f"; best {state['best']:.2f} %"
-                )
+            out.log(_trial_line(rec, state["best"]), highlight=False)
 
         return run(cfg, opts, progress=cb, on_result=on_result)
+
+
+def _trial_line(rec: dict[str, Any], best: float | None) -> str:
+    """One line per finished candidate: its validation score at each rung it reached."""
+    if rec["state"] == "FAIL":
+        what = f"failed ({rec.get('error')})"
+    else:
+        curve = " → ".join(f"{acc:.2f}" for _, acc in rec.get("curve") or [])
+        steps = "/".join(str(s) for s, _ in rec.get("curve") or [])
+        verb = "stopped early" if rec["state"] == "PRUNED" else "val"
+        what = f"{verb} {curve} % after {steps} steps"
+    return f"trial {rec['trial']}: {what}" + (f"; best {best:.2f} %" if best is not None else "")
 
 
 def _print_summary(summary: Any, run_dir: Path) -> None:
