@@ -2,58 +2,61 @@
 model meets a latency budget measured on the target device, keeps as much accuracy as possible,
 and is exported ready to deploy.
 
-Public API (the CLI uses only this and the pipeline/export modules)::
+The public API (the CLI is a thin shell over it)::
 
     cfg = load_config("search_spaces/resnet20_cifar10.yaml")
     summary = search(cfg, SearchOptions(Path("runs/x")))
+    report = apply("runs/x")                 # fit to the measured budget, final fine-tune
+    export("runs/x")                         # model.pt, best_policy.json, model.onnx, report.md
+
+Names are imported on first use, so ``import autoprune`` stays light (no torch, Ray or Optuna
+until something needs them).
 """
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
-
-from autoprune.budget import LatencyBudget, fit_to_budget
-from autoprune.config import Config, load_config
-from autoprune.errors import (
-    AutopruneError,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    EvaluationError,
-    InfeasibleBudgetError,
-    PolicyError,
-    ProfileError,
-    RunLockedError,
-)
-from autoprune.evaluate import EvalResult, Evaluator
-from autoprune.pipeline import SearchOptions, search
-from autoprune.policy import PruningPolicy
-from autoprune.workspace import Workspace, build_workspace
+from typing import Any
 
 try:
     __version__ = version("autoprune")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = [
-    "AutopruneError",
-    "CheckpointError",
-    "Config",
-    "ConfigError",
-    "DataError",
-    "EvalResult",
-    "EvaluationError",
-    "Evaluator",
-    "InfeasibleBudgetError",
-    "LatencyBudget",
-    "PolicyError",
-    "ProfileError",
-    "PruningPolicy",
-    "RunLockedError",
-    "SearchOptions",
-    "Workspace",
-    "build_workspace",
-    "fit_to_budget",
-    "load_config",
-    "search",
-]
+_EXPORTS = {
+    "AutopruneError": "autoprune.errors",
+    "CheckpointError": "autoprune.errors",
+    "ConfigError": "autoprune.errors",
+    "DataError": "autoprune.errors",
+    "EvaluationError": "autoprune.errors",
+    "InfeasibleBudgetError": "autoprune.errors",
+    "PolicyError": "autoprune.errors",
+    "ProfileError": "autoprune.errors",
+    "RunLockedError": "autoprune.errors",
+    "LatencyBudget": "autoprune.budget",
+    "fit_to_budget": "autoprune.budget",
+    "Config": "autoprune.config",
+    "load_config": "autoprune.config",
+    "EvalResult": "autoprune.records",
+    "Evaluator": "autoprune.evaluate",
+    "PruningPolicy": "autoprune.policy",
+    "SearchOptions": "autoprune.pipeline",
+    "search": "autoprune.pipeline",
+    "profile": "autoprune.pipeline",
+    "apply": "autoprune.pipeline",
+    "export": "autoprune.pipeline",
+    "report": "autoprune.pipeline",
+    "sensitivity": "autoprune.pipeline",
+    "Workspace": "autoprune.workspace",
+    "build_workspace": "autoprune.workspace",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'autoprune' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+__all__ = sorted(_EXPORTS)

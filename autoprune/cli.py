@@ -392,7 +392,7 @@ def _print_report(rep: dict[str, Any]) -> None:
         f"measured {p['latency_ms']:.3f} ms vs budget {rep['budget_ms']:.3f} ms: {ok} budget;"
         f" prediction error {100 * rep['prediction_error']:+.1f} %"
     )
-    from autoprune.hardware.measure import busy_warning
+    from autoprune.hardware.timing import busy_warning
 
     warning = busy_warning(rep["device"].get("other_cpus"))
     if warning:

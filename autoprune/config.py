@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,7 +13,49 @@ from typing import Any
 import yaml
 
 from autoprune.errors import ConfigError
-from autoprune.finetune import FinetuneConfig
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A fine-tune recipe.
+
+    Args:
+        steps: optimizer steps; if ``epochs`` is set it wins (epochs × batches per epoch).
+        epochs: passes over the train split.
+        batch_size: images per step.
+        lr: peak learning rate, annealed to 0 by a cosine schedule.
+        momentum: SGD momentum (Nesterov).
+        weight_decay: L2 penalty.
+        augment: random crop + flip.
+        distill: weight of the KL term to the dense teacher's logits (0 = off).
+        temperature: distillation temperature.
+        distill_targets: ``cached`` looks the teacher's logits up from one pass over each train
+            image and its mirror image (crop offsets ignored; see :class:`Teacher`), ``online``
+            runs the teacher on every augmented batch (exact, slower).
+        iterative_steps: prune → fine-tune rounds (1 = one-shot; see :mod:`autoprune.schedule`).
+        patience: early stop after this many validation checks without improvement, keeping
+            the best weights (0 = off; needs a validation split).
+        eval_every: steps between validation checks (0 = once per epoch).
+    """
+
+    steps: int = 200
+    epochs: float | None = None
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+    distill: float = 0.0
+    temperature: float = 4.0
+    distill_targets: str = "cached"
+    iterative_steps: int = 1
+    patience: int = 0
+    eval_every: int = 0
+
+    def total_steps(self, n_train: int) -> int:
+        if self.epochs is not None:
+            return max(1, math.ceil(self.epochs * math.ceil(n_train / self.batch_size)))
+        return self.steps
 
 
 @dataclass(frozen=True)
@@ -228,16 +271,22 @@ def _validate(cfg: Config) -> None:
         or fid.reduction_factor < 2
     ):
         raise ConfigError("fidelity: min_steps and rungs must be ≥ 1, reduction_factor ≥ 2")
-    from autoprune.search import SEARCHERS
+    from autoprune.data import DATASETS
+    from autoprune.hardware.device import DeviceSpec
+    from autoprune.policy import MODES
+    from autoprune.search import PRUNERS, SEARCHERS
 
+    SEARCHERS.check(cfg.search.searcher, "search.searcher")
+    d = cfg.device
+    DeviceSpec(d.device, d.threads, d.batch, d.runtime)  # its own checks (runtime registered…)
+    DATASETS.check(cfg.dataset.name, "dataset.name")
     choices = {
-        "search.searcher": (cfg.search.searcher, SEARCHERS),
         "search.sampler": (cfg.search.sampler, ("tpe", "nsga2", "random")),
-        "mode": (cfg.mode, ("structured", "unstructured", "hybrid")),
+        "mode": (cfg.mode, MODES),
         "sparsity_scope": (cfg.sparsity_scope, ("layer", "global")),
         "amc.algorithm": (cfg.amc.algorithm, ("ddpg", "td3")),
         "amc.reward": (cfg.amc.reward, ("acc", "error_log_cost")),
-        "fidelity.pruner": (cfg.fidelity.pruner, ("successive_halving", "hyperband", "none")),
+        "fidelity.pruner": (cfg.fidelity.pruner, PRUNERS),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -276,6 +325,7 @@ __all__ = [
     "DatasetConfig",
     "DeviceConfig",
     "FidelityConfig",
+    "FinetuneConfig",
     "LayersConfig",
     "SearchConfig",
     "from_dict",

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from autoprune.evaluate import EvalResult, Evaluator
+from autoprune.evaluate import Evaluator
 from autoprune.policy import PruningPolicy
-from autoprune.records import TrialLog
+from autoprune.records import EvalResult, TrialLog
 from autoprune.search._base import Proposal, Searcher
 
 if TYPE_CHECKING:

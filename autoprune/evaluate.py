@@ -9,8 +9,7 @@ short fine-tunes of increasing length (:mod:`autoprune.search.fidelity`).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
 
 from torch import nn
 
@@ -22,26 +21,7 @@ from autoprune.hardware.predictor import LatencyPredictor
 from autoprune.policy import PruningPolicy
 from autoprune.prunable import PrunableLayer
 from autoprune.pruning import apply_policy, count_macs_params, make_permanent
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """What one candidate scored after ``steps`` fine-tune steps; ``accuracy`` is on the
-    validation split (0-100)."""
-
-    policy: dict[str, Any]
-    accuracy: float
-    predicted_ms: float
-    macs: int
-    params: int
-    kept: dict[str, int]
-    seed: int
-    finetune_s: float
-    eval_s: float
-    steps: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from autoprune.records import EvalResult
 
 
 class Evaluator:

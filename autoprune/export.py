@@ -18,7 +18,8 @@ from autoprune.budget import LatencyBudget, fit_to_budget
 from autoprune.errors import CheckpointError, PolicyError
 from autoprune.finetune import accuracy
 from autoprune.hardware import HardwareProfile, LUTPredictor
-from autoprune.hardware.measure import Timing, measure_models, paired_ratio
+from autoprune.hardware.measure import measure_models
+from autoprune.hardware.timing import Timing, paired_ratio
 from autoprune.models import build_model, load_state_dict
 from autoprune.policy import PruningPolicy
 from autoprune.prunable import discover
@@ -121,7 +122,7 @@ def load_pruned_model(
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> float:
     """Write ONNX (dynamic batch) and return the max |ONNX − PyTorch| on a random batch of 2."""
-    from autoprune.hardware.ort import session, to_onnx
+    from autoprune.hardware.backends.ort import session, to_onnx
 
     x = torch.randn(2, *input_shape)
     write_with(path, lambda tmp: to_onnx(model, x, tmp, dynamic_batch=True))

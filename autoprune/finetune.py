@@ -4,56 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autoprune.config import FinetuneConfig
 from autoprune.data import Split
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """A fine-tune recipe.
-
-    Args:
-        steps: optimizer steps; if ``epochs`` is set it wins (epochs × batches per epoch).
-        epochs: passes over the train split.
-        batch_size: images per step.
-        lr: peak learning rate, annealed to 0 by a cosine schedule.
-        momentum: SGD momentum (Nesterov).
-        weight_decay: L2 penalty.
-        augment: random crop + flip.
-        distill: weight of the KL term to the dense teacher's logits (0 = off).
-        temperature: distillation temperature.
-        distill_targets: ``cached`` looks the teacher's logits up from one pass over each train
-            image and its mirror image (crop offsets ignored; see :class:`Teacher`), ``online``
-            runs the teacher on every augmented batch (exact, slower).
-        iterative_steps: prune → fine-tune rounds (1 = one-shot; see :mod:`autoprune.schedule`).
-        patience: early stop after this many validation checks without improvement, keeping
-            the best weights (0 = off; needs a validation split).
-        eval_every: steps between validation checks (0 = once per epoch).
-    """
-
-    steps: int = 200
-    epochs: float | None = None
-    batch_size: int = 128
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    augment: bool = True
-    distill: float = 0.0
-    temperature: float = 4.0
-    distill_targets: str = "cached"
-    iterative_steps: int = 1
-    patience: int = 0
-    eval_every: int = 0
-
-    def total_steps(self, n_train: int) -> int:
-        if self.epochs is not None:
-            return max(1, math.ceil(self.epochs * math.ceil(n_train / self.batch_size)))
-        return self.steps
 
 
 class Teacher:

@@ -169,13 +169,7 @@ def search(
         # predictor's error (benchmarks/results/latency_predictor-*.md).
         target_ms = budget_ms * (1 - cfg.budget_margin)
         ctx = ws.search_context(profile, target_ms, run_dir)
-        searcher = make_searcher(
-            cfg.search.searcher,
-            ctx,
-            sampler=cfg.search.sampler,
-            startup_trials=cfg.search.startup_trials,
-            amc=cfg.amc,
-        )
+        searcher = make_searcher(cfg.search.searcher, ctx, cfg)
         parallel = cfg.search.parallel
         pool = make_pool(ws, data, profile, opts, parallel)
         parallel = min(parallel, pool.slots) if isinstance(pool, RayPool) else 1

@@ -1,4 +1,5 @@
-"""The run directory: trial log (JSONL, one line per finished trial), best policy, and a lock."""
+"""What a search produces: one candidate's result (:class:`EvalResult`), the run directory's
+trial log (JSONL, one line per finished trial), best policy, and a lock. Torch-free."""
 
 from __future__ import annotations
 
@@ -6,16 +7,38 @@ import fcntl
 import json
 import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import RunLockedError
-from autoprune.evaluate import EvalResult
 from autoprune.policy import PruningPolicy
-from autoprune.search._base import Proposal
+
+if TYPE_CHECKING:
+    from autoprune.search._base import Proposal
 
 TRIALS = "trials.jsonl"
 BEST = "best_policy.json"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What one candidate scored after ``steps`` fine-tune steps; ``accuracy`` is on the
+    validation split (0-100)."""
+
+    policy: dict[str, Any]
+    accuracy: float
+    predicted_ms: float
+    macs: int
+    params: int
+    kept: dict[str, int]
+    seed: int
+    finetune_s: float
+    eval_s: float
+    steps: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class RunLock:
@@ -128,4 +151,4 @@ class TrialLog:
         return rec
 
 
-__all__ = ["BEST", "TRIALS", "RunLock", "TrialLog"]
+__all__ = ["BEST", "TRIALS", "EvalResult", "RunLock", "TrialLog"]

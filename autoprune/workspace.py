@@ -11,11 +11,15 @@ from torch import nn
 
 from autoprune.budget import LatencyBudget, check_feasible
 from autoprune.config import Config
-from autoprune.data import Splits, load_cifar10
+from autoprune.data import load_dataset
+from autoprune.data.splits import Splits
 from autoprune.errors import ConfigError, ProfileError
 from autoprune.evaluate import Evaluator
 from autoprune.finetune import Teacher
-from autoprune.hardware import DeviceSpec, HardwareProfile, LUTPredictor, default_profile_path
+from autoprune.hardware.backends import backend_for
+from autoprune.hardware.device import DeviceSpec
+from autoprune.hardware.predictor import LUTPredictor
+from autoprune.hardware.profile import HardwareProfile, default_profile_path
 from autoprune.models import ModelSpec, build_model, model_spec
 from autoprune.prunable import PrunableLayer, discover
 from autoprune.pruning import channel_scores
@@ -42,16 +46,8 @@ class Workspace:
         return [la.name for la in self.layers]
 
     def load_data(self) -> Splits:
-        d = self.config.dataset
-        if d.name != "cifar10":
-            raise ConfigError(f"dataset {d.name!r} is not supported yet; use cifar10")
-        return load_cifar10(
-            d.source,
-            root=d.root,
-            val_size=d.val_size,
-            train_limit=d.train_limit,
-            seed=d.split_seed,
-        )
+        """The config's dataset (see :data:`autoprune.data.DATASETS`)."""
+        return load_dataset(self.config.dataset)
 
     def profile_path(self) -> Path:
         """Where this config's profile lives: ``profile:`` if set, else the first profile in
@@ -74,7 +70,7 @@ class Workspace:
 
     @property
     def device_name(self) -> str:
-        from autoprune.hardware.measure import device_name
+        from autoprune.hardware.device import device_name
 
         return device_name(self.device.device)
 
@@ -190,6 +186,7 @@ def build_workspace(cfg: Config) -> Workspace:
                 f"layer {name!r} in the config is not a prunable layer of {cfg.model!r}"
             )
     dev = DeviceSpec(cfg.device.device, cfg.device.threads, cfg.device.batch, cfg.device.runtime)
+    backend_for(dev)  # refuse a device this machine lacks before anything is built
     return Workspace(cfg, spec, model, layers, cfg.max_ratio([la.name for la in layers]), dev)
 
 

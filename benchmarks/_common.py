@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprune._io import write_json, write_text
-from autoprune.hardware.measure import device_name, versions
+from autoprune.hardware.device import device_name, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -46,7 +46,8 @@ from autoprune.errors import AutopruneError
 from autoprune.export import MEASURE, fit_on_device, resolve_measured
 from autoprune.finetune import FinetuneConfig, Teacher
 from autoprune.hardware import DeviceSpec
-from autoprune.hardware.measure import measure_models, paired_ratio
+from autoprune.hardware.measure import measure_models
+from autoprune.hardware.timing import paired_ratio
 from autoprune.pipeline import ensure_profile, open_ledger
 from autoprune.policy import PruningPolicy
 from autoprune.pruning import apply_policy, count_macs_params
@@ -170,9 +171,7 @@ class Bench:
         attrs = {"model": cfg.model, "searcher": method, "budget": budget, "budget_ms": budget_ms}
         t0 = time.perf_counter()
         with RunLock(run_dir):
-            searcher = make_searcher(
-                method, ctx, sampler="tpe", startup_trials=cfg.search.startup_trials, amc=cfg.amc
-            )
+            searcher = make_searcher(method, ctx, cfg)
             ledger, rungs = open_ledger(cfg, run_dir, attrs)
             evaluator = self.ws.evaluator(self.data, self.profile, teacher=self.teacher)
             pool = RayPool(evaluator, slots=cfg.search.parallel)

@@ -60,6 +60,41 @@ class Tiny:
         )
 
 
+class FakeEvaluator:
+    """A closed-form stand-in for :class:`autoprune.evaluate.Evaluator`, for tests whose subject
+    is control flow (searchers, the driver, fidelity rungs), not pruning: the score depends on
+    the policy (less pruning of the first layers is better) and grows with fine-tune steps."""
+
+    def __init__(self, predictor, layers: list[str], fail_on: int | None = None) -> None:
+        self.predictor, self.layers, self.fail_on, self.calls = predictor, layers, fail_on, 0
+
+    def __call__(self, policy, seed: int = 0, steps: int | None = None):
+        import math
+
+        from autoprune.records import EvalResult
+
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise MemoryError("simulated out of memory")
+        steps = steps or 1
+        weights = [1.0 / (i + 1) for i in range(len(self.layers))]
+        loss = sum(w * policy.ratio(n) for w, n in zip(weights, self.layers, strict=True))
+        acc = 90 - 40 * loss / sum(weights) - 20 / math.sqrt(steps)
+        kept = self.predictor.kept(policy)
+        return EvalResult(
+            policy.to_dict(),
+            acc,
+            self.predictor.predict_kept(kept),
+            1,
+            1,
+            kept,
+            seed,
+            0.0,
+            0.0,
+            steps,
+        )
+
+
 @pytest.fixture(scope="session")
 def tiny() -> Tiny:
     """ResNet-8 (random init), its prunable layers, a real profile and a small real data split."""

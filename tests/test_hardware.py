@@ -95,7 +95,8 @@ def test_measurement_reports_interference_from_other_processes() -> None:
 
     import torch
 
-    from autoprune.hardware.measure import busy_warning, measure_models
+    from autoprune.hardware.measure import measure_models
+    from autoprune.hardware.timing import busy_warning
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
     spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
+from autoprune.config import Config
 from autoprune.distributed import LocalPool, run_search
 from autoprune.errors import RunLockedError
 from autoprune.evaluate import Evaluator
@@ -12,6 +14,7 @@ from autoprune.policy import PruningPolicy
 from autoprune.records import RunLock, TrialLog
 from autoprune.search import make_searcher
 from autoprune.search.fidelity import Ledger, make_pruner
+from tests.conftest import FakeEvaluator
 
 
 def _evaluator(tiny, cls=None):
@@ -33,7 +36,12 @@ def _ledger(run_dir: Path, rungs=(None,), multi: bool = False) -> Ledger:
 
 def _search(tiny, run_dir: Path, name: str, n: int, evaluator=None, rungs=(None,), **opts):
     ctx = _ctx(tiny, run_dir)
-    searcher = make_searcher(name, ctx, **opts)
+    cfg = Config()
+    if "sampler" in opts:
+        cfg = cfg.replace(**{"search.sampler": opts["sampler"]})
+    if "amc" in opts:
+        cfg = dataclasses.replace(cfg, amc=opts["amc"])
+    searcher = make_searcher(name, ctx, cfg)
     log = TrialLog(run_dir, searcher.name)
     ledger = _ledger(run_dir, rungs, multi=opts.get("sampler") == "nsga2")
     pool = LocalPool(evaluator or _evaluator(tiny))
@@ -99,7 +107,8 @@ def test_weak_candidates_stop_early_and_curves_reach_the_study(tiny, tmp_path: P
     from autoprune.config import AMCConfig
 
     amc = AMCConfig(warmup_episodes=2, batch_size=8, net_arch=[16], gradient_steps=1)
-    _, summary, log = _search(tiny, tmp_path, name, 8, rungs=(1, 2, 4), amc=amc)
+    fake = FakeEvaluator(tiny.predictor, [la.name for la in tiny.layers])
+    _, summary, log = _search(tiny, tmp_path, name, 8, fake, rungs=(1, 2, 4), amc=amc)
     states = [r["state"] for r in log.records]
     assert summary.finished == 8 and set(states) <= {"COMPLETE", "PRUNED"}
     assert "PRUNED" in states and "COMPLETE" in states  # successive halving stopped some

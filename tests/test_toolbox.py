@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from autoprune.cli import app
+from autoprune.config import Config
 from autoprune.errors import ConfigError
 from autoprune.finetune import FinetuneConfig, accuracy, finetune
 from autoprune.policy import PruningPolicy, uniform
@@ -27,9 +28,9 @@ SHAPE = (3, 32, 32)
 def test_global_magnitude_baseline_meets_and_spends_the_budget(tiny, tmp_path: Path) -> None:
     ctx = tiny.context(tmp_path)
     with pytest.raises(ConfigError, match="channel scores"):
-        make_searcher("global", ctx).ask()
+        make_searcher("global", ctx, Config()).ask()
     ctx = dataclasses.replace(ctx, channel_scores=channel_scores(tiny.model, tiny.layers, SHAPE))
-    searcher = make_searcher("global", ctx)
+    searcher = make_searcher("global", ctx, Config())
     policy = searcher.ask().policy
     assert searcher.ask() is None  # a single candidate
     predicted = ctx.predictor.predict(policy)

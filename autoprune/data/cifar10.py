@@ -1,4 +1,10 @@
-"""CIFAR-10 readers: the bundled part, the shared npz containers, and torchvision's folder.
+"""CIFAR-10, split so that the search reward is honest.
+
+A pretrained checkpoint has seen its whole train set, so a validation split carved from train
+reads ~100 % for the dense model and rewards re-memorization. The sources ``bundled`` (shipped,
+offline) and ``shared`` (the full 60,000 images) therefore validate on test-set images outside
+the exact 1,017 that are the test split. Sources that carve validation out of train (``exact``,
+``jpeg``, ``torchvision``) warn with :class:`MemorizedValidationWarning`.
 
 Each reader returns *pools* of images (``train`` and ``test`` of the original dataset) with their
 original row numbers, so every split can say exactly which images it holds.
@@ -8,16 +14,25 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-from autoprune.errors import DataError
+from autoprune.data.splits import Split, Splits
+from autoprune.errors import DataError, MemorizedValidationWarning
+
+if TYPE_CHECKING:
+    from autoprune.config import DatasetConfig
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLE = ASSETS / "cifar10_bundle.npz"
 SHARED_CIFAR = Path(__file__).resolve().parents[2].parent / "shared/data/cifar10"
+SOURCES: tuple[str, ...] = ("bundled", "shared", "exact", "jpeg", "torchvision")
+HONEST = ("bundled", "shared")  # validation on test-set images outside the test split
 EXACT_FILE, JPEG_FILE = "cifar10_exact_subset.npz", "cifar10_jpeg_q75_yoongikim.npz"
 
 
@@ -155,3 +170,129 @@ def read_torchvision(root: Path) -> tuple[Part, Part]:
         )
         for d, pool in ((tr, "train"), (te, "test"))
     )
+
+
+def _tensor(part: Part) -> Split:
+    return Split(
+        torch.from_numpy(np.ascontiguousarray(part.x)), torch.from_numpy(part.y.astype(np.int64))
+    )
+
+
+def _honest(
+    source: str, root: Path | None, val_size: float | None, train_limit: int | None
+) -> dict[str, Part]:
+    if source == "bundled":
+        return read_bundle(root, train=train_limit, val=val_size)
+    train, test_jpeg = read_jpeg(root)
+    _, exact_test = read_exact(root)
+    outside = ~np.isin(test_jpeg.rows, exact_test.rows)
+    val = test_jpeg.take(outside & (test_jpeg.rows < 5000))
+    return {
+        "train": train,
+        "val": val.take(np.arange(count(val_size, len(val)))),
+        "test": exact_test,
+        "holdout": test_jpeg.take(outside & (test_jpeg.rows >= 5000)),
+    }
+
+
+def _carved(source: str, root: Path | None, val_size: float | None, seed: int) -> dict[str, Part]:
+    if source == "exact":
+        train, test = read_exact(root)
+    elif source == "jpeg":
+        train, test = read_jpeg(root)
+    else:
+        if root is None:
+            raise DataError(
+                "source 'torchvision' needs dataset.root pointing at cifar-10-batches-py"
+            )
+        train, test = read_torchvision(root)
+    if len(train) == 0 or len(test) == 0:
+        return {"train": train, "val": train, "test": test}
+    size = 0.1 if val_size is None else val_size
+    n_val = round(size * len(train)) if size < 1 else int(size)
+    if not 0 < n_val < len(train):
+        raise DataError(f"val_size {size} leaves no train or no validation images of {len(train)}")
+    val_idx = _stratified(train.y, n_val, np.random.default_rng(seed))
+    mask = np.ones(len(train), dtype=bool)
+    mask[val_idx] = False
+    warnings.warn(
+        f"dataset source {source!r} carves validation out of train; a checkpoint trained on "
+        "these images reads high on it and the search rewards re-memorization (use 'shared' or "
+        "'bundled' for CIFAR-10, or name a validation split of your own)",
+        MemorizedValidationWarning,
+        stacklevel=3,
+    )
+    return {"train": train.take(mask), "val": train.take(val_idx), "test": test}
+
+
+def load_cifar10(
+    source: str = "bundled",
+    *,
+    root: str | Path | None = None,
+    val_size: float | None = None,
+    train_limit: int | None = None,
+    seed: int = 0,
+) -> Splits:
+    """Load CIFAR-10 as train / validation / test (/ holdout) splits.
+
+    Args:
+        source: ``bundled`` (shipped, offline: 20,000 JPEG train images; validation 2,000 JPEG
+            test images; test the 1,017 exact test images; holdout 2,000 more JPEG test images),
+            ``shared`` (the containers in ``../shared/data/cifar10``: all 50,000 train images;
+            validation JPEG test images 1,017–4,999; test the exact 1,017; holdout JPEG test
+            images 5,000–9,999), or ``exact`` / ``jpeg`` / ``torchvision``, which carve
+            validation out of train and warn.
+        root: file (``bundled``) or folder holding the files; defaults per source.
+        val_size: validation images: a count (≥ 1) or a fraction (< 1) of the validation pool
+            (``bundled``/``shared``) or of train (the others; default 10 %).
+        train_limit: keep at most this many training images.
+        seed: seed for carving validation out of train.
+    """
+    if source not in SOURCES:
+        raise DataError(f"unknown dataset source {source!r}; choose one of {', '.join(SOURCES)}")
+    root_path = Path(root) if root is not None else None
+    if source in HONEST:
+        parts = _honest(source, root_path, val_size, train_limit)
+    else:
+        parts = _carved(source, root_path, val_size, seed)
+    if len(parts["train"]) == 0 or len(parts["test"]) == 0:
+        where = f" at {root}" if root else ""
+        raise DataError(
+            f"dataset source {source!r}{where} is empty "
+            f"({len(parts['train'])} train, {len(parts['test'])} test images)"
+        )
+    if train_limit is not None:
+        parts["train"] = parts["train"].take(np.arange(min(train_limit, len(parts["train"]))))
+    return Splits(
+        _tensor(parts["train"]),
+        _tensor(parts["val"]),
+        _tensor(parts["test"]),
+        source,
+        holdout=_tensor(parts["holdout"]) if "holdout" in parts else None,
+        val_from_train=source not in HONEST,
+        rows={name: (p.pool, p.rows) for name, p in parts.items()},
+    )
+
+
+def _stratified(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    classes = np.unique(y)
+    picks = []
+    for i, c in enumerate(classes):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        share = n // len(classes) + (1 if i < n % len(classes) else 0)
+        picks.append(idx[:share])
+    return np.sort(np.concatenate(picks))
+
+
+def load(cfg: DatasetConfig) -> Splits:
+    """The dataset plug-in entry: CIFAR-10 splits as the config's ``dataset:`` section says."""
+    return load_cifar10(
+        cfg.source,
+        root=cfg.root,
+        val_size=cfg.val_size,
+        train_limit=cfg.train_limit,
+        seed=cfg.split_seed,
+    )
+
+
+__all__ = ["HONEST", "SOURCES", "load", "load_cifar10"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from autoprune._io import read_json, write_json
 from autoprune.errors import ProfileError
-from autoprune.hardware.measure import DeviceSpec, device_name
+from autoprune.hardware.device import DeviceSpec, device_name
 
 FORMAT = "autoprune.profile/1"
 
@@ -54,8 +54,9 @@ class HardwareProfile:
 
     @property
     def spec(self) -> DeviceSpec:
-        """The measurement setting (built without the CUDA-availability check, to read anywhere)."""
-        return _spec_no_check(self.device, self.threads, self.batch, self.runtime)
+        """The measurement setting (readable anywhere: whether it can run here is checked only
+        when something is measured)."""
+        return DeviceSpec(self.device, self.threads, self.batch, self.runtime)
 
     def check_matches(
         self, *, model: str, spec: DeviceSpec, input_shape: tuple[int, ...], force: bool = False
@@ -105,14 +106,6 @@ class HardwareProfile:
             return cls(**d)
         except (TypeError, KeyError) as e:
             raise ProfileError(f"hardware profile {path} is malformed: {e}") from e
-
-
-def _spec_no_check(device: str, threads: int, batch: int, runtime: str) -> DeviceSpec:
-    spec = object.__new__(DeviceSpec)
-    for key, value in (("device", device), ("threads", threads), ("batch", batch)):
-        object.__setattr__(spec, key, value)
-    object.__setattr__(spec, "runtime", runtime)
-    return spec
 
 
 def default_profile_path(

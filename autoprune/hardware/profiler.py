@@ -7,20 +7,15 @@ import datetime as _dt
 from collections.abc import Callable, Mapping
 
 import numpy as np
-import torch
 from torch import nn
 
-from autoprune.hardware.measure import (
-    DeviceSpec,
-    device_name,
-    measure_models,
-    pinned_threads,
-    throughput_sweep,
-    time_many,
-    versions,
-)
+from autoprune.hardware.backends import backend_for
+from autoprune.hardware.backends._base import LatencyBackend
+from autoprune.hardware.device import DeviceSpec
+from autoprune.hardware.measure import measure_models, throughput_sweep
 from autoprune.hardware.predictor import LUTPredictor
 from autoprune.hardware.profile import HardwareProfile, LayerTable
+from autoprune.hardware.timing import time_many
 from autoprune.policy import PruningPolicy, kept_channels, random_policy
 from autoprune.prunable import ModuleGeometry, PrunableLayer, module_geometry
 from autoprune.pruning import apply_policy
@@ -39,45 +34,13 @@ def channel_grid(n: int, max_ratio: float, round_to: int, points: int) -> list[i
     return [reachable[i] for i in pick]
 
 
-def _layer_op(g: ModuleGeometry, c_in: int, c_out: int) -> nn.Module:
-    if g.kind == "linear":
-        return nn.Linear(c_in, c_out)
-    groups = c_in if g.depthwise else 1
-    return nn.Conv2d(c_in, c_out, g.kernel, g.stride, g.padding, groups=groups, bias=False)
-
-
 def _time_op(
-    g: ModuleGeometry, c_in: int, c_out: int, spec: DeviceSpec, repeats: int, min_time_s: float
+    backend: LatencyBackend, g: ModuleGeometry, c_in: int, c_out: int, repeats: int, min_s: float
 ) -> float:
-    if spec.runtime == "onnxruntime":
-        from autoprune.hardware.ort import op_runner
-
-        fn = op_runner(
-            g.kind,
-            c_in,
-            c_out,
-            kernel=g.kernel,
-            stride=g.stride,
-            padding=g.padding,
-            depthwise=g.depthwise,
-            in_hw=tuple(g.in_hw),
-            batch=spec.batch,
-            threads=spec.threads,
-        )
-    else:
-        op = _layer_op(g, c_in, c_out).eval().to(spec.device)
-        shape = (spec.batch, c_in) if g.kind == "linear" else (spec.batch, c_in, *g.in_hw)
-        x = torch.randn(*shape, device=spec.device)
-        fn = lambda: op(x)  # noqa: E731
-    with torch.inference_mode():
-        return time_many(
-            [fn],
-            spec.device,
-            warmup=5,
-            repeats=repeats,
-            min_time_s=min_time_s,
-            rounds=3,
-        )[0].ms
+    fn = backend.layer_runner(g, c_in, c_out)
+    return time_many(
+        [fn], backend.synchronize, warmup=5, repeats=repeats, min_time_s=min_s, rounds=3
+    )[0].ms
 
 
 def _tables(
@@ -157,21 +120,23 @@ def profile_model(
     tables = _tables(layers, geo, max_ratio, round_to, grid_points)
     total = sum(len(t.grid_in) * len(t.grid_out) for _, t in tables)
     done = 0
-    with pinned_threads(spec.threads):
+    backend = backend_for(spec)
+    with backend.session():
         for g, t in tables:
             for ci in t.grid_in:
                 row = []
                 for co in t.grid_out:
                     c_in, c_out = (min(ci, co), min(ci, co)) if g.depthwise else (ci, co)
-                    row.append(_time_op(g, c_in, c_out, spec, repeats, min_time_s / 4))
+                    row.append(_time_op(backend, g, c_in, c_out, repeats, min_time_s / 4))
                     done += 1
                     report("layer table", done, total)
                 t.ms.append(row)
+    described = backend.describe()
     profile = HardwareProfile(
         model=model_name,
         input_shape=list(input_shape),
         device=spec.device,
-        device_name=device_name(spec.device),
+        device_name=described["device_name"],
         threads=spec.threads,
         batch=spec.batch,
         runtime=spec.runtime,
@@ -185,7 +150,7 @@ def profile_model(
         dense_ms=0.0,
         min_ms=0.0,
         calibration={},
-        versions=versions(),
+        versions=described["versions"],
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     calibrate(

@@ -14,7 +14,7 @@ from typing import Any
 
 from autoprune._io import write_text
 from autoprune.errors import ConfigError
-from autoprune.hardware.measure import busy_warning
+from autoprune.hardware.timing import busy_warning
 from autoprune.policy import PruningPolicy, kept_channels
 from autoprune.report import plots
 

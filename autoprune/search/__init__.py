@@ -1,37 +1,35 @@
-"""Searchers over per-layer pruning ratios: Optuna (TPE / NSGA-II), AMC-style RL, baselines."""
+"""Searchers over per-layer pruning ratios: Optuna (TPE / NSGA-II), AMC-style RL, baselines.
+
+A searcher is one module plus one line in :data:`SEARCHERS`; it builds itself from the config
+with :meth:`Searcher.from_config`, so its settings stay its own.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from autoprune.errors import ConfigError
+from autoprune.registry import Registry
 from autoprune.search._base import Proposal, SearchContext, Searcher
-from autoprune.search.baselines import GlobalMagnitudeSearcher, RandomSearcher, UniformSearcher
 
-SEARCHERS = ("optuna", "amc", "random", "uniform", "global")
+if TYPE_CHECKING:
+    from autoprune.config import Config
 
-
-def make_searcher(name: str, ctx: SearchContext, **options: Any) -> Searcher:
-    """Build a searcher by name (``optuna``, ``amc``, ``random``, ``uniform``, ``global``)."""
-    if name == "optuna":
-        from autoprune.search.optuna_search import OptunaSearcher
-
-        return OptunaSearcher(
-            ctx,
-            sampler=options.get("sampler", "tpe"),
-            startup_trials=options.get("startup_trials", 10),
-        )
-    if name == "amc":
-        from autoprune.search.amc import AMCSearcher
-
-        return AMCSearcher(ctx, options["amc"])
-    if name == "random":
-        return RandomSearcher(ctx)
-    if name == "uniform":
-        return UniformSearcher(ctx)
-    if name == "global":
-        return GlobalMagnitudeSearcher(ctx)
-    raise ConfigError(f"unknown searcher {name!r}; choose one of {', '.join(SEARCHERS)}")
+SEARCHERS: Registry[type[Searcher]] = Registry(
+    "searcher",
+    {
+        "optuna": "autoprune.search.optuna_search:OptunaSearcher",
+        "amc": "autoprune.search.amc.agent:AMCSearcher",
+        "random": "autoprune.search.baselines:RandomSearcher",
+        "uniform": "autoprune.search.baselines:UniformSearcher",
+        "global": "autoprune.search.baselines:GlobalMagnitudeSearcher",
+    },
+)
+PRUNERS: tuple[str, ...] = ("successive_halving", "hyperband", "none")  # fidelity.pruner
 
 
-__all__ = ["SEARCHERS", "Proposal", "SearchContext", "Searcher", "make_searcher"]
+def make_searcher(name: str, ctx: SearchContext, cfg: Config) -> Searcher:
+    """Build the searcher registered as ``name`` with its settings from ``cfg``."""
+    return SEARCHERS.get(name).from_config(ctx, cfg)
+
+
+__all__ = ["PRUNERS", "SEARCHERS", "Proposal", "SearchContext", "Searcher", "make_searcher"]

@@ -15,7 +15,8 @@ from autoprune.policy import PruningPolicy
 if TYPE_CHECKING:
     import optuna
 
-    from autoprune.evaluate import EvalResult
+    from autoprune.config import Config
+    from autoprune.records import EvalResult
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class Searcher(ABC):
 
     def __init__(self, ctx: SearchContext) -> None:
         self.ctx = ctx
+
+    @classmethod
+    def from_config(cls, ctx: SearchContext, cfg: Config) -> Searcher:
+        """Build from the config's settings for this searcher (default: none needed)."""
+        return cls(ctx)
 
     def attach(self, study: optuna.Study) -> None:  # noqa: B027 - optional hook
         """Receive the run's Optuna study (:class:`autoprune.search.fidelity.Ledger`); a

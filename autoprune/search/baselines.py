@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from autoprune.errors import ConfigError
-from autoprune.evaluate import EvalResult
 from autoprune.policy import PruningPolicy
+from autoprune.records import EvalResult
 from autoprune.search._base import Proposal, Searcher
 
 

@@ -5,14 +5,17 @@ inform the sampler too."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from autoprune.budget import violation
-from autoprune.evaluate import EvalResult
 from autoprune.policy import PruningPolicy
+from autoprune.records import EvalResult
 from autoprune.search._base import Proposal, SearchContext, Searcher
+
+if TYPE_CHECKING:
+    from autoprune.config import Config
 
 
 def default_storage(ctx: SearchContext) -> str:
@@ -48,6 +51,10 @@ class OptunaSearcher(Searcher):
         self.multi = sampler == "nsga2"
         self.startup_trials = startup_trials
         self.study: optuna.Study | None = None
+
+    @classmethod
+    def from_config(cls, ctx: SearchContext, cfg: Config) -> OptunaSearcher:
+        return cls(ctx, sampler=cfg.search.sampler, startup_trials=cfg.search.startup_trials)
 
     def attach(self, study: optuna.Study) -> None:
         # A resumed study gets a sampler seeded past its history: re-seeding with the original

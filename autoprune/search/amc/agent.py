@@ -15,9 +15,9 @@ from stable_baselines3.common.logger import configure
 
 from autoprune._io import write_json, write_with
 from autoprune.budget import fit_to_budget
-from autoprune.config import AMCConfig
-from autoprune.evaluate import EvalResult
+from autoprune.config import AMCConfig, Config
 from autoprune.policy import PruningPolicy
+from autoprune.records import EvalResult
 from autoprune.search._base import Proposal, SearchContext, Searcher
 from autoprune.search.amc.env import PruningEnv
 
@@ -72,6 +72,10 @@ class AMCSearcher(Searcher):
         self.baseline: float | None = None
         self.next_trial = 0
         self.pending: dict[int, list[Transition]] = {}
+
+    @classmethod
+    def from_config(cls, ctx: SearchContext, cfg: Config) -> AMCSearcher:
+        return cls(ctx, cfg.amc)
 
     # -- rollouts -------------------------------------------------------------------------
     def _act(self, obs: np.ndarray) -> float:

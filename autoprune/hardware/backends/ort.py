@@ -1,4 +1,4 @@
-"""ONNX Runtime as a measurement target: the budget can be set for the runtime a model is
+"""ONNX Runtime as the latency backend: the budget can be set for the runtime a model is
 deployed with, not only for eager PyTorch. Whole models go through ``torch.onnx`` export; the
 profile's single layers are written directly as one-node ONNX graphs (an export per layer would
 take seconds each, and the table times over a thousand of them)."""
@@ -9,23 +9,30 @@ import copy
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from autoprune.errors import ConfigError
+from autoprune.hardware.backends._base import LatencyBackend, Runner
+
+if TYPE_CHECKING:
+    from autoprune.prunable import ModuleGeometry
+
 
 def to_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic_batch: bool) -> None:
-    """Write ``model`` as ONNX (opset from the dynamo exporter; weights inside the file)."""
+    """Write ``model`` as ONNX (opset from the dynamo exporter; weights inside the file). A CPU
+    copy is exported; ``model`` itself is left as it is."""
     kwargs: dict[str, Any] = {}
     if dynamic_batch:
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            copy.deepcopy(model).eval(),
-            (example,),
+            copy.deepcopy(model).cpu().eval(),
+            (example.cpu(),),
             str(path),
             input_names=["input"],
             output_names=["logits"],
@@ -48,16 +55,6 @@ def session(model: bytes | str | Path, threads: int) -> Any:
     opts.log_severity_level = 3
     src = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-
-
-def model_runner(model: nn.Module, x: torch.Tensor, threads: int) -> Any:
-    """A zero-argument callable running ``model`` on ``x`` in ONNX Runtime."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.onnx"
-        to_onnx(model.cpu(), x.cpu(), path, dynamic_batch=False)
-        sess = session(path.read_bytes(), threads)
-    feed = {sess.get_inputs()[0].name: x.cpu().numpy()}
-    return lambda: sess.run(None, feed)
 
 
 def op_runner(
@@ -112,4 +109,44 @@ def op_runner(
     return lambda: sess.run(None, feed)
 
 
-__all__ = ["model_runner", "op_runner", "session", "to_onnx"]
+class OnnxRuntimeBackend(LatencyBackend):
+    """ONNX Runtime's CPU execution provider, ``spec.threads`` intra-op threads."""
+
+    name = "onnxruntime"
+
+    def check(self) -> None:
+        if self.spec.device != "cpu":
+            raise ConfigError("the onnxruntime runtime is measured on the cpu device only")
+
+    def model_runner(self, model: nn.Module, input_shape: tuple[int, ...]) -> Runner:
+        x = torch.randn(self.spec.batch, *input_shape)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "m.onnx"
+            to_onnx(model, x, path, dynamic_batch=False)  # exports a CPU copy
+            sess = session(path.read_bytes(), self.spec.threads)
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+        return lambda: sess.run(None, feed)
+
+    def layer_runner(self, geometry: ModuleGeometry, c_in: int, c_out: int) -> Runner:
+        return op_runner(
+            geometry.kind,
+            c_in,
+            c_out,
+            kernel=geometry.kernel,
+            stride=geometry.stride,
+            padding=geometry.padding,
+            depthwise=geometry.depthwise,
+            in_hw=tuple(geometry.in_hw),
+            batch=self.spec.batch,
+            threads=self.spec.threads,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        import onnxruntime
+
+        out = super().describe()
+        out["versions"] = {**out["versions"], "onnxruntime": onnxruntime.__version__}
+        return out
+
+
+__all__ = ["OnnxRuntimeBackend", "op_runner", "session", "to_onnx"]

@@ -1,0 +1,83 @@
+"""Eager PyTorch on the CPU or a CUDA GPU (synchronized around every timed call)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from autoprune._threads import torch_threads
+from autoprune.errors import ConfigError
+from autoprune.hardware.backends._base import LatencyBackend, Runner
+
+if TYPE_CHECKING:
+    from autoprune.prunable import ModuleGeometry
+
+
+def on_device(model: nn.Module, device: str) -> nn.Module:
+    """``model`` in eval mode on ``device``: the model itself if it already is, else a copy
+    (never moved or switched to eval in place under its owner)."""
+    param = next(iter(model.parameters()), None)
+    here = param is None or param.device == torch.device(device)
+    if here and not model.training:
+        return model
+    return copy.deepcopy(model).eval().to(device)
+
+
+def layer_module(g: ModuleGeometry, c_in: int, c_out: int) -> nn.Module:
+    """A fresh conv (or linear) layer of ``g``'s geometry with ``c_in`` → ``c_out`` channels."""
+    if g.kind == "linear":
+        return nn.Linear(c_in, c_out)
+    groups = c_in if g.depthwise else 1
+    return nn.Conv2d(c_in, c_out, g.kernel, g.stride, g.padding, groups=groups, bias=False)
+
+
+class TorchBackend(LatencyBackend):
+    """Eager PyTorch (``inference_mode``) on ``cpu`` or ``cuda[:i]``."""
+
+    name = "torch"
+
+    def check(self) -> None:
+        if self.spec.cuda and not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {self.spec.device!r} requested but CUDA is not available here"
+            )
+
+    def _input(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(self.spec.batch, *shape, device=self.spec.device)
+
+    def model_runner(self, model: nn.Module, input_shape: tuple[int, ...]) -> Runner:
+        m, x = on_device(model, self.spec.device), self._input(input_shape)
+        return lambda: m(x)
+
+    def layer_runner(self, geometry: ModuleGeometry, c_in: int, c_out: int) -> Runner:
+        op = layer_module(geometry, c_in, c_out).eval().to(self.spec.device)
+        shape = (c_in,) if geometry.kind == "linear" else (c_in, *geometry.in_hw)
+        x = self._input(shape)
+        return lambda: op(x)
+
+    def synchronize(self) -> None:
+        if self.spec.cuda:
+            torch.cuda.synchronize(self.spec.device)
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        with torch_threads(self.spec.threads), torch.inference_mode():
+            yield
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        if self.spec.cuda:
+            out["versions"] = {
+                **out["versions"],
+                "cuda": str(torch.version.cuda),
+                "cudnn": str(torch.backends.cudnn.version()),
+            }
+        return out
+
+
+__all__ = ["TorchBackend", "layer_module", "on_device"]
