@@ -2,12 +2,14 @@
 model meets a latency budget measured on the target device, keeps as much accuracy as possible,
 and is exported ready to deploy.
 
-The public API (the CLI is a thin shell over it)::
+The public API is :mod:`autoprune.api`, one function per CLI command (the CLI is a thin shell
+over it)::
 
+    from autoprune import api, load_config, SearchOptions
     cfg = load_config("search_spaces/resnet20_cifar10.yaml")
-    summary = search(cfg, SearchOptions(Path("runs/x")))
-    report = apply("runs/x")                 # fit to the measured budget, final fine-tune
-    export("runs/x")                         # model.pt, best_policy.json, model.onnx, report.md
+    api.search(cfg, SearchOptions(Path("runs/x")))
+    api.apply("runs/x")            # fit to the measured budget, final fine-tune, measure
+    api.export("runs/x")           # model.pt, best_policy.json, model.onnx, report.md
 
 Names are imported on first use, so ``import autoprune`` stays light (no torch, Ray or Optuna
 until something needs them).
@@ -42,21 +44,17 @@ _EXPORTS = {
     "Evaluator": "autoprune.evaluate",
     "PruningPolicy": "autoprune.policy",
     "SearchOptions": "autoprune.pipeline",
-    "search": "autoprune.pipeline",
-    "profile": "autoprune.pipeline",
-    "apply": "autoprune.pipeline",
-    "export": "autoprune.pipeline",
-    "report": "autoprune.pipeline",
-    "sensitivity": "autoprune.pipeline",
     "Workspace": "autoprune.workspace",
     "build_workspace": "autoprune.workspace",
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name == "api":
+        return importlib.import_module("autoprune.api")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'autoprune' has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["api", *sorted(_EXPORTS)]

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,14 +173,25 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         """A copy with top-level or dotted keys changed, e.g. ``replace(**{"search.trials": 5})``."""
-        d = to_dict(self)
-        for key, value in changes.items():
-            node = d
-            *parents, last = key.split(".")
-            for p in parents:
-                node = node[p]
-            node[last] = value
-        return from_dict(d)
+        return from_dict(set_dotted(to_dict(self), changes))
+
+
+def set_dotted(data: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Set ``"a.b.c"``-style keys in the nested mapping ``data`` (in place; returned).
+
+    >>> set_dotted({"search": {"trials": 40}}, {"search.trials": 5, "budget": "0.5"})
+    {'search': {'trials': 5}, 'budget': '0.5'}
+    """
+    for key, value in changes.items():
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            child = node.get(p)
+            if not isinstance(child, dict):
+                child = node[p] = {}
+            node = child
+        node[last] = value
+    return data
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -295,8 +307,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("search.trials and search.parallel must be ≥ 1")
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML search-space file."""
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "search_spaces" / "resnet20_cifar10.yaml"
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read and validate a YAML search-space file, with dotted-key ``overrides`` applied."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -312,7 +327,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(
             f"{path}: top level must be a mapping of keys, got {type(data).__name__}"
         )
-    return from_dict(data)
+    return from_dict(set_dotted(data, overrides or {}))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -320,6 +335,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 __all__ = [
+    "DEFAULT_CONFIG",
     "AMCConfig",
     "Config",
     "DatasetConfig",
@@ -330,5 +346,6 @@ __all__ = [
     "SearchConfig",
     "from_dict",
     "load_config",
+    "set_dotted",
     "to_dict",
 ]

@@ -146,6 +146,29 @@ class RayPool(Pool):
             self.ray.shutdown()
 
 
+def make_pool(
+    evaluator: Evaluator,
+    *,
+    parallel: int = 1,
+    use_ray: bool = False,
+    address: str | None = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+    max_retries: int = 2,
+) -> Pool:
+    """In-process for one evaluation at a time, else Ray (local, or the cluster at ``address``)."""
+    if not use_ray and address is None and parallel <= 1:
+        return LocalPool(evaluator)
+    return RayPool(
+        evaluator,
+        address=address,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        max_retries=max_retries,
+        slots=parallel,
+    )
+
+
 def init_ray(address: str | None = None) -> None:
     """Start (or join) Ray once: local runs start their own instance (``address="local"``: never
     an unrelated cluster someone started with ``ray start`` on this machine) sized to the machine's
@@ -291,16 +314,18 @@ def evaluate_all(
     policies: list[PruningPolicy],
     *,
     seed: int = 0,
+    steps: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Outcome]:
-    """Evaluate every policy (``pool.slots`` at a time); outcomes in the order of ``policies``."""
+    """Evaluate every policy (``pool.slots`` at a time) with ``steps`` fine-tune steps (default:
+    the evaluator's); outcomes in the order of ``policies``."""
     out: dict[int, Outcome] = {}
     pending = list(enumerate(policies))[::-1]
     in_flight = 0
     while pending or in_flight:
         while pending and in_flight < pool.slots:
             key, policy = pending.pop()
-            pool.submit(key, policy, seed)
+            pool.submit(key, policy, seed, steps)
             in_flight += 1
         key, outcome = pool.wait()
         out[key] = outcome
@@ -317,5 +342,6 @@ __all__ = [
     "SearchSummary",
     "evaluate_all",
     "init_ray",
+    "make_pool",
     "run_search",
 ]

@@ -12,10 +12,11 @@ from typing import Any
 
 import yaml
 
+from autoprune import distributed
 from autoprune._io import write_json, write_text
 from autoprune.config import Config, from_dict, to_dict
 from autoprune.data import Splits
-from autoprune.distributed import LocalPool, Pool, RayPool, SearchSummary, run_search
+from autoprune.distributed import Pool, RayPool, SearchSummary, run_search
 from autoprune.errors import ConfigError, PolicyError
 from autoprune.hardware import HardwareProfile
 from autoprune.records import BEST, RunLock, TrialLog
@@ -73,15 +74,14 @@ def _run_config(run_dir: Path, cfg: Config, opts: SearchOptions) -> Config:
 def make_pool(
     ws: Workspace, data: Splits, profile: HardwareProfile, opts: SearchOptions, parallel: int
 ) -> Pool:
-    if not opts.use_ray and opts.address is None and parallel <= 1:
-        return LocalPool(ws.evaluator(data, profile))
-    return RayPool(
+    return distributed.make_pool(
         ws.evaluator(data, profile),
+        parallel=parallel,
+        use_ray=opts.use_ray,
         address=opts.address,
         cpus_per_trial=opts.cpus_per_trial,
         gpus_per_trial=opts.gpus_per_trial,
         max_retries=opts.max_retries,
-        slots=parallel,
     )
 
 

@@ -10,12 +10,15 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoprune._io import write_json
 from autoprune.distributed import Pool, evaluate_all
 from autoprune.errors import ConfigError
 from autoprune.evaluate import Evaluator
+
+if TYPE_CHECKING:
+    from autoprune.config import Config
 from autoprune.policy import PruningPolicy
 
 FORMAT = "autoprune.sensitivity/1"
@@ -87,13 +90,12 @@ def analyze(
     *,
     layers: Sequence[str] | None = None,
     seed: int = 0,
+    finetune_steps: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> SensitivityResult:
-    """Score ``len(layers) × len(ratios)`` one-layer policies (plus the dense model) on ``pool``.
-
-    ``evaluator`` decides the fine-tune after pruning (its recipe; 0 steps = none) and scores on
-    the validation split only.
-    """
+    """Score ``len(layers) × len(ratios)`` one-layer policies (plus the dense model) on ``pool``,
+    each after ``finetune_steps`` steps of ``evaluator``'s recipe (0 = none), on the validation
+    split only."""
     if not ratios or any(not 0 < r < 1 for r in ratios):
         raise ConfigError(f"sensitivity ratios must lie in (0, 1), got {list(ratios)}")
     names = list(layers or evaluator.layer_names)
@@ -103,7 +105,7 @@ def analyze(
     policies = [PruningPolicy(model, {})] + [
         PruningPolicy(model, {n: float(r)}) for n in names for r in ratios
     ]
-    outcomes = evaluate_all(pool, policies, seed=seed, progress=progress)
+    outcomes = evaluate_all(pool, policies, seed=seed, steps=finetune_steps, progress=progress)
     accs = []
     for policy, (res, err) in zip(policies, outcomes, strict=True):
         if res is None:
@@ -115,9 +117,64 @@ def analyze(
         [float(r) for r in ratios],
         accs[0],
         {n: accs[1 + i * k : 1 + (i + 1) * k] for i, n in enumerate(names)},
-        evaluator.finetune_cfg.total_steps(len(evaluator.train)),
+        finetune_steps,
         {la.name: la.channels for la in evaluator.layers if la.name in names},
     )
 
 
-__all__ = ["SensitivityResult", "analyze"]
+def bounded(cfg: Config, path: str | Path, max_drop: float) -> Config:
+    """``cfg`` with per-layer ``min_keep`` from the sensitivity analysis at ``path`` (a layer may
+    lose at most ``max_drop`` points alone); bounds written in the config win."""
+    sens = SensitivityResult.load(path)
+    if sens.model != cfg.model:
+        raise ConfigError(f"{path} analyses {sens.model!r}, the config prunes {cfg.model!r}")
+    bounds = {**sens.bounds(max_drop, floor=cfg.layers.min_keep), **cfg.layers.bounds}
+    return cfg.replace(**{"layers.bounds": bounds})
+
+
+def run(
+    cfg: Config,
+    *,
+    ratios: Sequence[float] = (0.2, 0.4, 0.6, 0.8),
+    finetune_steps: int = 0,
+    layers: Sequence[str] | None = None,
+    parallel: int = 1,
+    address: str | None = None,
+    out: Path = Path("runs/sensitivity"),
+    max_drop: float = 2.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> SensitivityResult:
+    """Analyse ``cfg``'s model and write ``sensitivity.json``/``.md``/``.png`` and ``bounds.yaml``
+    (per-layer ``min_keep`` losing at most ``max_drop`` points) into ``out``."""
+    import yaml
+
+    from autoprune._io import write_text
+    from autoprune.distributed import make_pool
+    from autoprune.pipeline import ensure_profile
+    from autoprune.report.plots import plot_sensitivity
+    from autoprune.workspace import build_workspace
+
+    ws = build_workspace(cfg)
+    profile, _, _ = ensure_profile(ws)
+    evaluator = ws.evaluator(ws.load_data(), profile)
+    pool = make_pool(evaluator, parallel=parallel, address=address)
+    try:
+        res = analyze(
+            evaluator, cfg.model, pool, ratios, layers=layers, seed=cfg.search.seed,
+            finetune_steps=finetune_steps, progress=progress,
+        )  # fmt: skip
+    finally:
+        pool.close()
+    res.save(out / "sensitivity.json")
+    write_text(out / "sensitivity.md", res.markdown())
+    plot_sensitivity(res.ratios, res.accuracy, res.dense_accuracy, out / "sensitivity.png")
+    bounds = res.bounds(max_drop, floor=cfg.layers.min_keep)
+    write_text(
+        out / "bounds.yaml",
+        f"# min_keep per layer: at most {max_drop} points lost by pruning it alone\n"
+        + yaml.safe_dump({"layers": {"bounds": bounds}}, sort_keys=False),
+    )
+    return res
+
+
+__all__ = ["SensitivityResult", "analyze", "bounded", "run"]

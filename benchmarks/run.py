@@ -38,12 +38,12 @@ import torch
 
 from autoprune._io import write_json, write_with
 from autoprune._threads import torch_threads
+from autoprune.apply import MEASURE, fit_on_device, resolve_measured
 from autoprune.budget import LatencyBudget
 from autoprune.config import Config, load_config
 from autoprune.config import to_dict as config_dict
 from autoprune.distributed import RayPool, run_search
 from autoprune.errors import AutopruneError
-from autoprune.export import MEASURE, fit_on_device, resolve_measured
 from autoprune.finetune import FinetuneConfig, Teacher
 from autoprune.hardware import DeviceSpec
 from autoprune.hardware.measure import measure_models

@@ -2,8 +2,8 @@
 
     .venv/bin/python examples/custom_model.py [--epochs 12] [--trials 6]
 
-Trains the small VGG-style CNN below for a few epochs on the bundled CIFAR-10 slice (real data,
-offline), saves its state dict, then profiles it on this CPU, searches per-layer ratios under
+Trains the small VGG-style CNN below for a few epochs on the bundled CIFAR-10 images (real
+data, offline), saves its state dict, then profiles it on this CPU, searches per-layer ratios under
 60 % of its measured latency, applies the best policy (fit on the device, final fine-tune) and
 exports it. In a YAML config the same model is ``model: custom_model:small_cnn`` with
 ``checkpoint: <your .pt>`` (the module must be importable: on ``PYTHONPATH``, or installed).
@@ -19,11 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from autoprune import SearchOptions, build_workspace, load_config, search
-from autoprune.export import apply_and_export, export_dir
-from autoprune.finetune import FinetuneConfig, accuracy, finetune
-from autoprune.pipeline import ensure_profile
-from autoprune.policy import PruningPolicy
+from autoprune import SearchOptions, api, build_workspace, load_config
+from autoprune.config import FinetuneConfig
+from autoprune.finetune import accuracy, finetune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes "custom_model:..." importable
 
@@ -65,7 +63,7 @@ def main() -> None:
         }
     )
 
-    # 0. your training: here a few epochs from scratch on the bundled slice.
+    # 0. your training: here a few epochs from scratch on the bundled images.
     ws = build_workspace(cfg)
     data = ws.load_data()
     finetune(ws.model, data.train, FinetuneConfig(epochs=args.epochs, lr=0.05))
@@ -75,15 +73,12 @@ def main() -> None:
     cfg = cfg.replace(checkpoint=str(checkpoint))
 
     # 1. search (the profile is measured on first use).
-    summary = search(cfg, SearchOptions(run / "search", resume=(run / "search").exists()))
+    summary = api.search(cfg, SearchOptions(run / "search", resume=(run / "search").exists()))
     print(f"{summary.finished} trials, best validation top-1 {summary.best['accuracy']:.2f} %")
 
     # 2. apply and 3. export, as `autoprune apply` / `autoprune export` do.
-    ws = build_workspace(cfg)
-    profile, _, _ = ensure_profile(ws)
-    best = PruningPolicy.load(run / "search" / "best_policy.json")
-    rep = apply_and_export(ws, best, profile, run / "final", onnx=False)
-    export_dir(run / "final", run / "export")
+    rep = api.apply(run / "search", out=run / "final")
+    api.export(run / "final", out=run / "export")
     print(
         f"pruned: test top-1 {rep.pruned['test_acc']:.2f} % (dense {rep.dense['test_acc']:.2f} %), "
         f"{rep.pruned['latency_ms']:.3f} ms measured vs budget {rep.budget_ms:.3f} ms; "

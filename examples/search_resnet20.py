@@ -2,7 +2,7 @@
 
     .venv/bin/python examples/search_resnet20.py [--trials 8]
 
-Writes into runs/example/. Works offline: bundled ResNet-20 checkpoint and CIFAR-10 slice.
+Writes into runs/example/. Works offline: bundled ResNet-20 checkpoint and CIFAR-10 images.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from autoprune import PruningPolicy, SearchOptions, build_workspace, load_config, search
-from autoprune.export import apply_and_export, export_dir
-from autoprune.pipeline import ensure_profile
+from autoprune import SearchOptions, api, load_config
 
 
 def main() -> None:
@@ -25,21 +23,18 @@ def main() -> None:
         **{"search.trials": args.trials, "search.parallel": 1, "budget": "0.6"}
     )
     # 1. search: Optuna TPE over per-layer ratios, every candidate fitted to the latency budget.
-    summary = search(cfg, SearchOptions(args.run_dir, resume=args.run_dir.exists()))
+    summary = api.search(cfg, SearchOptions(args.run_dir, resume=args.run_dir.exists()))
     print(f"{summary.finished} trials, best validation top-1 {summary.best['accuracy']:.2f} %")
 
-    # 2. apply: final fine-tune, re-measure on this CPU, save policy + state dict.
-    ws = build_workspace(cfg)
-    profile, _, _ = ensure_profile(ws)
-    policy = PruningPolicy.load(args.run_dir / "best_policy.json")
-    rep = apply_and_export(ws, policy, profile, args.run_dir / "final", onnx=False)
+    # 2. apply: fit to the budget as measured on this CPU, final fine-tune, re-measure, save.
+    rep = api.apply(args.run_dir)
     print(
         f"pruned: test top-1 {rep.pruned['test_acc']:.2f} % (dense {rep.dense['test_acc']:.2f} %), "
         f"{rep.pruned['latency_ms']:.3f} ms measured vs budget {rep.budget_ms:.3f} ms"
     )
 
     # 3. export: reload from policy + tensors, ONNX with an onnxruntime parity check.
-    export_dir(args.run_dir / "final", args.run_dir / "export")
+    api.export(args.run_dir)
     print(f"exported to {args.run_dir / 'export'}")
 
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from autoprune.apply import apply_and_export
 from autoprune.cli import app
 from autoprune.config import load_config
 from autoprune.errors import PolicyError
-from autoprune.export import apply_and_export, export_dir, load_pruned_model
+from autoprune.export import export_dir, load_pruned_model
 from autoprune.policy import PruningPolicy
 from autoprune.workspace import build_workspace
 from tests.conftest import FAST_PROFILE, profile_for, write_config

@@ -40,9 +40,9 @@ def test_global_magnitude_baseline_meets_and_spends_the_budget(tiny, tmp_path: P
 
 
 def test_device_fit_gives_channels_back_far_under_budget(tmp_path: Path) -> None:
+    from autoprune.apply import fit_on_device
     from autoprune.budget import LatencyBudget
     from autoprune.config import load_config
-    from autoprune.export import fit_on_device
     from autoprune.hardware import LUTPredictor
     from autoprune.workspace import build_workspace
 
@@ -191,8 +191,9 @@ def test_onnxruntime_profile_with_batch_sweep(tmp_path: Path) -> None:
 
 
 def test_hybrid_mode_adds_magnitude_sparsity_that_survives_fine_tuning(tmp_path: Path) -> None:
+    from autoprune.apply import apply_and_export
     from autoprune.config import load_config
-    from autoprune.export import apply_and_export, load_pruned_model
+    from autoprune.export import load_pruned_model
     from autoprune.workspace import build_workspace
 
     cfg_path = write_config(tmp_path, model="resnet8", mode="hybrid", sparsity=0.5)

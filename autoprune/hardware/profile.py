@@ -58,6 +58,17 @@ class HardwareProfile:
         when something is measured)."""
         return DeviceSpec(self.device, self.threads, self.batch, self.runtime)
 
+    def describe(self) -> dict[str, Any]:
+        """The device this profile was measured on, for reports."""
+        return {
+            "device": self.device,
+            "name": self.device_name,
+            "threads": self.threads,
+            "batch": self.batch,
+            "runtime": self.runtime,
+            "versions": self.versions,
+        }
+
     def check_matches(
         self, *, model: str, spec: DeviceSpec, input_shape: tuple[int, ...], force: bool = False
     ) -> None:

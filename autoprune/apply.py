@@ -1,0 +1,372 @@
+"""Apply a policy for real, in named steps: fit it to the budget as measured on the device,
+fine-tune it with the final recipe, measure it beside the dense model, and write the result
+(``best_policy.json``, ``model.pt``, ``report.json``). :func:`apply` is the public entry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoprune._io import write_json, write_with
+from autoprune.budget import LatencyBudget, fit_to_budget
+from autoprune.data.splits import Splits
+from autoprune.errors import PolicyError
+from autoprune.finetune import accuracy
+from autoprune.hardware.measure import measure_models
+from autoprune.hardware.predictor import LUTPredictor
+from autoprune.hardware.profile import HardwareProfile
+from autoprune.hardware.timing import Timing, paired_ratio
+from autoprune.policy import PruningPolicy
+from autoprune.pruning import apply_policy, count_macs_params, sparsity_report, with_sparsity
+from autoprune.schedule import prune_and_finetune
+from autoprune.workspace import Workspace
+
+Progress = Callable[[str, int, int], None]
+POLICY, MODEL, REPORT = "best_policy.json", "model.pt", "report.json"
+MEASURE = {"min_time_s": 4.0, "rounds": 20}  # ~10 s for a dense/pruned pair
+
+
+@dataclass
+class ExportReport:
+    """Dense vs pruned, measured on the device; accuracy on every split (test only here)."""
+
+    model: str
+    policy: dict[str, Any]
+    budget_ms: float  # resolved against the dense model timed now, beside the pruned one
+    dense: dict[str, float]
+    pruned: dict[str, float]
+    predicted_ms: float  # the profile's prediction, rescaled by the device's drift since profiling
+    device: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)
+    predicted_ms_profile: float = 0.0  # the prediction as the profile made it
+    drift: float = 1.0  # dense latency now / dense latency when profiled
+    onnx_max_abs_diff: float | None = None
+    seconds: float = 0.0
+    device_fit: list[dict[str, float]] = field(default_factory=list)  # see fit_on_device
+    data: dict[str, Any] = field(default_factory=dict)  # splits: sizes, where they come from
+    recipe: dict[str, Any] = field(default_factory=dict)  # the final fine-tune's settings
+
+    @property
+    def within_budget(self) -> bool:
+        return self.pruned["latency_ms"] <= self.budget_ms
+
+    @property
+    def prediction_error(self) -> float:
+        return (self.predicted_ms - self.pruned["latency_ms"]) / self.pruned["latency_ms"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "within_budget": self.within_budget,
+            "prediction_error": self.prediction_error,
+        }
+
+
+def disk_size(model: nn.Module) -> dict[str, int]:
+    """Bytes of the saved state dict, raw and deflate-compressed (what zeroed weights save)."""
+    import io
+    import zlib
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    raw = buf.getvalue()
+    return {"file_bytes": len(raw), "file_bytes_compressed": len(zlib.compress(raw, 6))}
+
+
+def check_policy_fits(policy: PruningPolicy, ws: Workspace) -> None:
+    if policy.model != ws.config.model:
+        raise PolicyError(
+            f"policy is for model {policy.model!r}, but the config prunes {ws.config.model!r}"
+        )
+    policy.check_layers(ws.layer_names)
+
+
+def resolve_measured(budget: LatencyBudget, dense: Timing, pruned: Timing) -> float:
+    """The budget in ms for a pruned model timed beside the dense one. A fractional budget is
+    judged on the paired per-round ratio (robust to drift): the pruned model is within it exactly
+    when ``paired_ratio(pruned, dense) <= fraction``."""
+    if budget.fraction is None:
+        return float(budget.ms)  # type: ignore[arg-type]
+    return budget.fraction * pruned.ms / paired_ratio(pruned, dense)
+
+
+def _next_target(
+    seen: list[tuple[float, float, PruningPolicy]], goal: float, predicted: float, share: float
+) -> float:
+    """The predicted latency to aim at next: interpolate between the closest measurements on
+    either side of ``goal`` once both are seen, else assume measured ≈ k · predicted."""
+    under = [x for x in seen if x[1] < goal]
+    over = [x for x in seen if x[1] > goal]
+    if under and over:
+        (p0, s0, _), (p1, s1, _) = max(under, key=lambda x: x[1]), min(over, key=lambda x: x[1])
+        return p0 + (goal - s0) * (p1 - p0) / (s1 - s0)
+    return predicted * goal / share
+
+
+def fit_on_device(
+    ws: Workspace,
+    policy: PruningPolicy,
+    profile: HardwareProfile,
+    budget: LatencyBudget,
+    *,
+    margin: float,
+    measure_kwargs: dict[str, Any],
+    max_steps: int = 5,
+    progress: Progress | None = None,
+) -> tuple[PruningPolicy, list[dict[str, float]]]:
+    """Close the loop on the device: time the pruned model beside the dense one and, while its
+    measured share of the budget is not within ``margin / 2`` of ``1 − margin``, move the policy
+    along its :func:`fit_to_budget` path to a new predicted latency (secant steps, bracketed once
+    both sides are seen). The table predicts well on average (median error ~3 %) but one model
+    can be 10 % off; some seconds of timing make the exported policy meet the budget *as
+    measured*, and use it. Returns the policy and one record per timing; stays within the bounds.
+    """
+    predictor = LUTPredictor(profile)
+    report = progress or (lambda *_: None)
+    label = "fitting the budget on the device (timings)"
+    goal, tol = 1.0 - margin, max(margin / 2, 0.005)
+    current, history = policy, []
+    seen: list[tuple[float, float, PruningPolicy]] = []  # (predicted ms, share of budget, policy)
+    for _ in range(max_steps):
+        pruned = apply_policy(ws.model, current, ws.layers, ws.input_shape)
+        t_dense, t_pruned = measure_models(
+            [ws.model, pruned], ws.input_shape, profile.spec, **measure_kwargs
+        )
+        budget_ms = resolve_measured(budget, t_dense, t_pruned)
+        share, predicted = t_pruned.ms / budget_ms, predictor.predict(current)
+        history.append(
+            {"predicted_ms": predicted, "measured_ms": t_pruned.ms, "budget_ms": budget_ms}
+        )
+        seen.append((predicted, share, current))
+        if abs(share - goal) <= tol:
+            report(label, len(history), len(history))
+            return current, history
+        report(label, len(history), max_steps)
+        target = _next_target(seen, goal, predicted, share)
+        nxt = fit_to_budget(policy, ws.max_ratio, predictor, target)
+        if any(nxt.ratios == x[2].ratios for x in seen):  # channel steps: nothing new to try
+            break
+        current = nxt
+    # Not converged (noise or channel granularity): the fullest candidate that met the goal's
+    # tolerance from below, else the leanest one measured.
+    safe = [x for x in seen if x[1] <= goal + tol]
+    pick = max(safe, key=lambda x: x[1]) if safe else min(seen, key=lambda x: x[1])
+    report(label, len(history), len(history))
+    return pick[2], history
+
+
+def final_finetune(
+    ws: Workspace,
+    policy: PruningPolicy,
+    data: Splits,
+    *,
+    progress: Progress | None = None,
+) -> nn.Module:
+    """``ws.model`` pruned to ``policy`` and fine-tuned with the config's final recipe,
+    distilled from the dense model, early-stopped on validation."""
+    report = progress or (lambda *_: None)
+    return prune_and_finetune(
+        ws.model,
+        policy,
+        ws.layers,
+        ws.input_shape,
+        data.train,
+        ws.config.final_finetune,
+        seed=ws.config.search.seed,
+        teacher=ws.model,
+        val=data.val,
+        progress=lambda s, n, _loss: report("final fine-tune", s, n),
+    )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The pruned model timed beside the dense one, and what that says about the budget."""
+
+    dense: Timing
+    pruned: Timing
+    relative: float  # pruned ÷ dense, paired round by round
+    drift: float  # dense latency now ÷ when profiled
+    budget_ms: float
+    predicted_profile_ms: float
+
+
+def measure_pair(
+    ws: Workspace,
+    pruned: nn.Module,
+    policy: PruningPolicy,
+    profile: HardwareProfile,
+    budget: LatencyBudget,
+    measure_kwargs: dict[str, Any],
+) -> Measured:
+    """Time ``pruned`` interleaved with the dense model. Shared machines drift, so a fractional
+    budget means "this share of the dense model's latency" as measured now."""
+    t_dense, t_pruned = measure_models(
+        [ws.model, pruned], ws.input_shape, profile.spec, **measure_kwargs
+    )
+    relative = paired_ratio(t_pruned, t_dense)
+    return Measured(
+        t_dense,
+        t_pruned,
+        relative,
+        t_pruned.ms / relative / profile.dense_ms,
+        resolve_measured(budget, t_dense, t_pruned),
+        LUTPredictor(profile).predict(policy),
+    )
+
+
+def model_stats(ws: Workspace, model: nn.Module, data: Splits, timing: Timing) -> dict[str, float]:
+    """Accuracy on every reported split, latency, size and sparsity of one model."""
+    macs, params = count_macs_params(model, ws.input_shape)
+    sparse = sparsity_report(model)
+    batch = ws.config.eval_batch_size
+    return {
+        **{
+            f"{name}_acc": accuracy(model, split, batch) for name, split in data.reported().items()
+        },
+        "latency_ms": timing.ms,
+        "latency_median_ms": timing.median_ms,
+        "macs": macs,
+        "params": params,
+        "nonzero_params": params - sparse.zeros,
+        "sparsity": sparse.sparsity,
+        **disk_size(model),
+    }
+
+
+def write_applied(
+    out_dir: Path, policy: PruningPolicy, model: nn.Module, result: ExportReport
+) -> ExportReport:
+    """Write ``best_policy.json``, ``model.pt`` (state dict) and ``report.json``, each atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    policy.save(out_dir / POLICY)
+    write_with(out_dir / MODEL, lambda p: torch.save(model.state_dict(), p))
+    result.files = {"policy": str(out_dir / POLICY), "model": str(out_dir / MODEL)}
+    write_json(out_dir / REPORT, result.to_dict())
+    result.files["report"] = str(out_dir / REPORT)
+    return result
+
+
+def apply_and_export(
+    ws: Workspace,
+    policy: PruningPolicy,
+    profile: HardwareProfile,
+    out_dir: Path,
+    *,
+    budget: str | None = None,
+    finetune_final: bool = True,
+    progress: Progress | None = None,
+    measure_kwargs: dict[str, Any] | None = None,
+    fit_device: bool = True,
+    onnx: bool = False,
+) -> ExportReport:
+    """Fit ``policy`` to the budget on the device (unless ``fit_device`` is off or it removes no
+    channels), add the config's magnitude sparsity, fine-tune with the final recipe, measure
+    beside the dense model, score every split, and write the result into ``out_dir`` (with
+    ``onnx``, also ``model.onnx``, checked against PyTorch)."""
+    start, report = time.perf_counter(), progress or (lambda *_: None)
+    check_policy_fits(policy, ws)
+    data, cfg = ws.load_data(), ws.config
+    budget_spec = LatencyBudget.parse(budget or cfg.budget)
+    measure_kwargs = measure_kwargs or MEASURE
+    history: list[dict[str, float]] = []
+    if fit_device and policy.mode != "unstructured":
+        policy, history = fit_on_device(
+            ws, policy, profile, budget_spec, margin=cfg.budget_margin,
+            measure_kwargs=measure_kwargs, progress=progress,
+        )  # fmt: skip
+        policy = policy.with_metadata(device_fit=history) if len(history) > 1 else policy
+    if cfg.mode != "structured" and not policy.sparsity:  # magnitude sparsity on top, for size
+        policy = with_sparsity(policy, ws.model, cfg.sparsity, cfg.sparsity_scope)
+    pruned = apply_policy(ws.model, policy, ws.layers, ws.input_shape)
+    before = accuracy(pruned, data.val, cfg.eval_batch_size)  # one-shot, before fine-tuning
+    if finetune_final:
+        pruned = final_finetune(ws, policy, data, progress=progress)
+    report("measuring latency", 0, 1)
+    m = measure_pair(ws, pruned, policy, profile, budget_spec, measure_kwargs)
+    report("measuring latency", 1, 1)
+    result = ExportReport(
+        model=cfg.model,
+        policy=policy.to_dict(),
+        budget_ms=m.budget_ms,
+        dense=model_stats(ws, ws.model, data, m.dense),
+        pruned={
+            **model_stats(ws, pruned, data, m.pruned),
+            "val_acc_before_ft": before,
+            "relative_latency": m.relative,
+        },
+        predicted_ms=m.predicted_profile_ms * m.drift,
+        predicted_ms_profile=m.predicted_profile_ms,
+        drift=m.drift,
+        device={**profile.describe(), "other_cpus": m.pruned.other_cpus},
+        device_fit=history,
+        data=data.describe(),
+        recipe=asdict(cfg.final_finetune) if finetune_final else {},
+    )
+    if onnx:
+        from autoprune.export import ONNX, export_onnx
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result.onnx_max_abs_diff = export_onnx(pruned, ws.input_shape, out_dir / ONNX)
+    result.seconds = time.perf_counter() - start
+    result = write_applied(out_dir, policy, pruned, result)
+    if onnx:
+        result.files["onnx"] = str(out_dir / "model.onnx")
+        write_json(out_dir / REPORT, result.to_dict())
+    return result
+
+
+def apply(
+    target: str | Path,
+    *,
+    config: str | Path | None = None,
+    out: str | Path | None = None,
+    finetune: bool = True,
+    force: bool = False,
+    fit_device: bool = True,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """Apply a search's best policy (``target`` = its run directory; the run's config and
+    budget) or a policy JSON (``config`` or the default config) and write it into ``out``
+    (default ``RUN/final``, or ``final`` beside the policy file)."""
+    from autoprune.config import DEFAULT_CONFIG, load_config
+    from autoprune.pipeline import best_policy_path, ensure_profile, load_run
+    from autoprune.workspace import build_workspace
+
+    target, budget = Path(target), None
+    if target.is_file():
+        cfg = load_config(config or DEFAULT_CONFIG)
+        policy_path, out_dir = target, Path(out or target.parent / "final")
+    else:
+        saved, info = load_run(target)
+        cfg = load_config(config) if config else saved
+        policy_path, out_dir = best_policy_path(target), Path(out or target / "final")
+        budget = info["budget"]
+    policy = PruningPolicy.load(policy_path)
+    ws = build_workspace(cfg)
+    profile, _, _ = ensure_profile(ws, force=force)
+    return apply_and_export(
+        ws, policy, profile, out_dir, budget=budget, finetune_final=finetune,
+        progress=progress, fit_device=fit_device,
+    )  # fmt: skip
+
+
+__all__ = [
+    "MEASURE",
+    "ExportReport",
+    "apply",
+    "apply_and_export",
+    "check_policy_fits",
+    "final_finetune",
+    "fit_on_device",
+    "measure_pair",
+    "model_stats",
+    "resolve_measured",
+    "write_applied",
+]
