@@ -11,7 +11,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from autoprune.errors import ConfigError, InfeasibleBudgetError
@@ -52,10 +52,23 @@ class LatencyBudget:
     def resolve(self, dense_ms: float) -> float:
         return self.ms if self.ms is not None else float(self.fraction) * dense_ms  # type: ignore[arg-type]
 
-    def describe(self, dense_ms: float) -> str:
-        ms = self.resolve(dense_ms)
-        share = f"{100 * ms / dense_ms:.0f}% of dense {dense_ms:.3f} ms"
-        return f"{ms:.3f} ms ({share})"
+
+def smallest_feasible(
+    ok: Callable[[float], bool], lo: float, hi: float, *, iterations: int = 30
+) -> float:
+    """The smallest ``x`` in ``[lo, hi]`` with ``ok(x)``, to within ``(hi − lo) / 2**iterations``,
+    for a predicate that is false below some point and true from it on (``ok(hi)`` is assumed).
+
+    >>> round(smallest_feasible(lambda x: x * x >= 2.0, 0.0, 2.0, iterations=40), 6)
+    1.414214
+    """
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def violation(predicted_ms: float, budget_ms: float) -> float:
@@ -116,14 +129,17 @@ def fit_to_budget(
 
     if predictor.predict(at(-1.0)) <= budget_ms:
         return at(-1.0)
-    lo, hi = -1.0, 1.0  # pred(lo) > budget >= pred(hi) (feasibility checked by the caller)
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        if predictor.predict(at(mid)) <= budget_ms:
-            hi = mid
-        else:
-            lo = mid
-    return at(hi)
+    # pred(-1) > budget >= pred(1): feasibility is checked by the caller.
+    alpha = smallest_feasible(
+        lambda a: predictor.predict(at(a)) <= budget_ms, -1.0, 1.0, iterations=iterations
+    )
+    return at(alpha)
 
 
-__all__ = ["LatencyBudget", "check_feasible", "fit_to_budget", "violation"]
+__all__ = [
+    "LatencyBudget",
+    "check_feasible",
+    "fit_to_budget",
+    "smallest_feasible",
+    "violation",
+]

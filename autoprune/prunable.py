@@ -32,7 +32,6 @@ class ModuleGeometry:
     padding: int
     groups: int
     in_hw: tuple[int, int]
-    macs: int
 
     @property
     def depthwise(self) -> bool:
@@ -45,13 +44,12 @@ class PrunableLayer:
 
     name: str
     channels: int
-    index: int
     outs: tuple[str, ...] = field(default=())  # modules whose output channels shrink
     ins: tuple[str, ...] = field(default=())  # modules whose input channels shrink
 
 
 def module_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, ModuleGeometry]:
-    """Record every conv/linear layer's shape and MACs with one forward pass at batch 1."""
+    """Record every conv/linear layer's shape with one forward pass at batch 1."""
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = [
         m.register_forward_hook(
@@ -71,45 +69,13 @@ def module_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str,
         if name not in shapes:
             continue
         if isinstance(m, nn.Conv2d):
-            h, w = shapes[name][2], shapes[name][3]
-            oh = (h + 2 * m.padding[0] - m.dilation[0] * (m.kernel_size[0] - 1) - 1) // m.stride[
-                0
-            ] + 1
-            ow = (w + 2 * m.padding[1] - m.dilation[1] * (m.kernel_size[1] - 1) - 1) // m.stride[
-                1
-            ] + 1
-            macs = (
-                oh
-                * ow
-                * m.out_channels
-                * (m.in_channels // m.groups)
-                * m.kernel_size[0]
-                * m.kernel_size[1]
-            )
             geo[name] = ModuleGeometry(
-                name,
-                "conv",
-                m.in_channels,
-                m.out_channels,
-                m.kernel_size[0],
-                m.stride[0],
-                int(m.padding[0]),
-                m.groups,
-                (h, w),
-                macs,
-            )
+                name, "conv", m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0],
+                int(m.padding[0]), m.groups, (shapes[name][2], shapes[name][3]),
+            )  # fmt: skip
         elif isinstance(m, nn.Linear):
             geo[name] = ModuleGeometry(
-                name,
-                "linear",
-                m.in_features,
-                m.out_features,
-                1,
-                1,
-                0,
-                1,
-                (1, 1),
-                m.in_features * m.out_features,
+                name, "linear", m.in_features, m.out_features, 1, 1, 0, 1, (1, 1)
             )
     return geo
 
@@ -176,7 +142,7 @@ def discover(
             continue
         found.append((root, len(group[0].idxs), tuple(outs), tuple(ins)))
     found.sort(key=lambda f: order.get(f[0], 0))
-    return [PrunableLayer(n, c, i, o, s) for i, (n, c, o, s) in enumerate(found)]
+    return [PrunableLayer(n, c, o, s) for n, c, o, s in found]
 
 
 __all__ = [

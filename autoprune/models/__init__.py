@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,20 +12,14 @@ import torch
 from torch import nn
 
 from autoprune.errors import CheckpointError, ConfigError
+from autoprune.models._entry import ModelEntry
 from autoprune.models.cifar_resnet import CifarResNet, to_prunable_shortcuts
-from autoprune.models.cifar_vgg import CifarVGG
+from autoprune.registry import Registry
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHARED_PRETRAINED = (
     Path(__file__).resolve().parents[2].parent / "shared/data/pretrained/akamaster_resnet_cifar10"
 )
-
-_CIFAR_CKPT = {
-    "resnet20": "resnet20-12fca82f.th",
-    "resnet32": "resnet32-d509ac18.th",
-    "resnet44": "resnet44-014dd654.th",
-    "resnet56": "resnet56-4bfd9763.th",
-}
 
 
 @dataclass(frozen=True)
@@ -38,31 +31,23 @@ class ModelSpec:
     num_classes: int
 
 
-def _cifar_factory(depth: int) -> Callable[..., nn.Module]:
-    def make(num_classes: int = 10, **_: object) -> nn.Module:
-        return CifarResNet(depth, num_classes)
-
-    return make
-
-
-def _vgg_factory(depth: int, width: float) -> Callable[..., nn.Module]:
-    def make(num_classes: int = 10, **_: object) -> nn.Module:
-        return CifarVGG(depth, num_classes, width)
-
-    return make
-
-
-_REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[int, int, int]]] = {
-    **{f"resnet{d}": (_cifar_factory(d), (3, 32, 32)) for d in (8, 14, 20, 32, 44, 56)},
-    "cifar_vgg11": (_vgg_factory(11, 1.0), (3, 32, 32)),
-    "cifar_vgg16": (_vgg_factory(16, 1.0), (3, 32, 32)),
-    "cifar_vgg11_s": (_vgg_factory(11, 0.125), (3, 32, 32)),  # 1/8 width, for quick trials
-}
+MODELS: Registry[ModelEntry] = Registry(
+    "model",
+    {
+        **{
+            f"resnet{d}": f"autoprune.models.cifar_resnet:resnet{d}"
+            for d in (8, 14, 20, 32, 44, 56)
+        },
+        "cifar_vgg11": "autoprune.models.cifar_vgg:vgg11",
+        "cifar_vgg16": "autoprune.models.cifar_vgg:vgg16",
+        "cifar_vgg11_s": "autoprune.models.cifar_vgg:vgg11_s",
+    },
+)
 
 
 def list_models() -> list[str]:
     """Names accepted by :func:`build_model` (plus any torchvision classifier and ``module:factory``)."""
-    return sorted(_REGISTRY)
+    return sorted(MODELS.names())
 
 
 def _torchvision_names() -> list[str]:
@@ -71,41 +56,41 @@ def _torchvision_names() -> list[str]:
     return list(torchvision.models.list_models(module=torchvision.models))
 
 
-def _resolve(name: str) -> tuple[Callable[..., nn.Module], tuple[int, int, int]]:
-    if name in _REGISTRY:
-        return _REGISTRY[name]
+def _torchvision(name: str, num_classes: int = 1000) -> nn.Module:
+    import torchvision
+
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+
+
+def _resolve(name: str) -> ModelEntry:
+    """A registered name, a user ``package.module:factory``, or any torchvision classifier."""
+    if name in MODELS:
+        return MODELS.get(name)
     if ":" in name:
         module_name, _, attr = name.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as e:
             raise ConfigError(f"cannot import model factory {name!r}: {e}") from e
-        return factory, (3, 32, 32)
+        return ModelEntry(factory)
     if name.startswith("tv:") or name in _torchvision_names():
-        import torchvision
-
-        tv = name.removeprefix("tv:")
-
-        def make(num_classes: int = 1000, **_: object) -> nn.Module:
-            return torchvision.models.get_model(tv, weights=None, num_classes=num_classes)
-
-        return make, (3, 224, 224)
+        return ModelEntry(_torchvision, (3, 224, 224), None, (("name", name.removeprefix("tv:")),))
     known = [*list_models(), "<torchvision name>", "package.module:factory"]
-    close = difflib.get_close_matches(name, list(_REGISTRY) + _torchvision_names(), n=3)
+    close = difflib.get_close_matches(name, [*MODELS.names(), *_torchvision_names()], n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ConfigError(f"unknown model {name!r}{hint}; known: {', '.join(known)}")
 
 
 def model_spec(name: str, num_classes: int = 10, input_size: int | None = None) -> ModelSpec:
-    _, shape = _resolve(name)
+    shape = _resolve(name).input_shape
     if input_size is not None:
         shape = (shape[0], input_size, input_size)
     return ModelSpec(name, shape, num_classes)
 
 
 def default_checkpoint(name: str) -> Path | None:
-    """The bundled or shared pretrained checkpoint for a CIFAR ResNet, if one exists here."""
-    file = _CIFAR_CKPT.get(name)
+    """The bundled or shared pretrained checkpoint of a registered model, if one exists here."""
+    file = MODELS.get(name).checkpoint if name in MODELS else None
     if file is None:
         return None
     for folder in (ASSETS, SHARED_PRETRAINED):
@@ -151,8 +136,7 @@ def build_model(
         ConfigError: unknown name.
         CheckpointError: the checkpoint is unsafe, corrupt or does not fit the model.
     """
-    factory, _ = _resolve(name)
-    model = factory(num_classes=num_classes)
+    model = _resolve(name).build(num_classes)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model factory {name!r} returned {type(model).__name__}, not nn.Module")
     ckpt = (
@@ -177,6 +161,8 @@ def build_model(
 
 
 __all__ = [
+    "MODELS",
+    "ModelEntry",
     "ModelSpec",
     "build_model",
     "default_checkpoint",

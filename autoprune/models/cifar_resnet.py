@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autoprune.models._entry import ModelEntry
+
 
 class PadShortcut(nn.Module):
     """Parameter-free option-A shortcut: subsample by 2 and zero-pad the channel dimension."""
@@ -91,3 +93,15 @@ class CifarResNet(nn.Module):
         out = self.layer3(self.layer2(self.layer1(out)))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
         return self.linear(out)
+
+
+def _entry(depth: int, checkpoint: str | None = None) -> ModelEntry:
+    return ModelEntry(CifarResNet, (3, 32, 32), checkpoint, (("depth", depth),))
+
+
+# akamaster/pytorch_resnet_cifar10 checkpoints (BSD-2): bundled (20) or ../shared/data (32-56).
+resnet8, resnet14 = _entry(8), _entry(14)
+resnet20 = _entry(20, "resnet20-12fca82f.th")
+resnet32 = _entry(32, "resnet32-d509ac18.th")
+resnet44 = _entry(44, "resnet44-014dd654.th")
+resnet56 = _entry(56, "resnet56-4bfd9763.th")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from autoprune.models._entry import ModelEntry
+
 CONFIGS: dict[int, list[int | str]] = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
@@ -34,4 +36,8 @@ class CifarVGG(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-__all__ = ["CONFIGS", "CifarVGG"]
+vgg11 = ModelEntry(CifarVGG, kwargs=(("depth", 11),))
+vgg16 = ModelEntry(CifarVGG, kwargs=(("depth", 16),))
+vgg11_s = ModelEntry(CifarVGG, kwargs=(("depth", 11), ("width", 0.125)))  # 1/8 width, quick
+
+__all__ = ["CONFIGS", "CifarVGG", "vgg11", "vgg11_s", "vgg16"]

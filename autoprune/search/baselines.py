@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from autoprune.budget import smallest_feasible
 from autoprune.errors import ConfigError
 from autoprune.policy import PruningPolicy
 from autoprune.records import EvalResult
@@ -92,15 +93,12 @@ class GlobalMagnitudeSearcher(UniformSearcher):
             ratios = {n: min(float((s < cut).mean()), ctx.max_ratio[n]) for n, s in scores.items()}
             return PruningPolicy(ctx.model, ratios, round_to=ctx.round_to)
 
-        lo, hi = 0.0, 1.0  # raise the pruned share until the prediction meets the budget
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            if ctx.predictor.predict(at(mid)) <= ctx.budget_ms:
-                hi = mid
-            else:
-                lo = mid
-        policy = at(hi).with_metadata(searcher=self.name, trial=0, global_share=hi)
-        return Proposal(0, policy, {"share": hi})
+        # Raise the pruned share until the prediction meets the budget.
+        share = smallest_feasible(
+            lambda x: ctx.predictor.predict(at(x)) <= ctx.budget_ms, 0.0, 1.0, iterations=40
+        )
+        policy = at(share).with_metadata(searcher=self.name, trial=0, global_share=share)
+        return Proposal(0, policy, {"share": share})
 
 
 __all__ = ["GlobalMagnitudeSearcher", "RandomSearcher", "UniformSearcher"]

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
@@ -28,6 +29,18 @@ from autoprune.search._base import Proposal
 
 STUDY_NAME = "autoprune"
 OBJECTIVE = "val_top1"
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's per-trial INFO lines off for this block (the CLI reports progress itself); the
+    caller's log level is restored afterwards."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
 
 
 def rung_steps(min_steps: int, rungs: int, reduction_factor: int) -> list[int]:
@@ -71,16 +84,16 @@ class Ledger:
         multi_objective: bool = False,
         attrs: Mapping[str, Any] | None = None,
     ) -> None:
-        optuna.logging.set_verbosity(logging.WARNING)  # the CLI reports progress itself
         self.multi = multi_objective
-        self.study = optuna.create_study(
-            storage=storage,
-            study_name=STUDY_NAME,
-            load_if_exists=True,
-            directions=["maximize", "minimize"] if multi_objective else ["maximize"],
-            pruner=pruner,
-            sampler=optuna.samplers.RandomSampler(),  # replaced by an Optuna searcher's own
-        )
+        with quiet_optuna():
+            self.study = optuna.create_study(
+                storage=storage,
+                study_name=STUDY_NAME,
+                load_if_exists=True,
+                directions=["maximize", "minimize"] if multi_objective else ["maximize"],
+                pruner=pruner,
+                sampler=optuna.samplers.RandomSampler(),  # replaced by an Optuna searcher's own
+            )
         with warnings.catch_warnings():  # experimental in Optuna, stable in practice
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names(
@@ -119,16 +132,21 @@ class Ledger:
         trial = self._open.pop(proposal.trial, None)
         if trial is None:
             return
-        if state == "COMPLETE":
-            self.study.tell(trial, values)
-        else:
-            self.study.tell(trial, state=TrialState[state])
+        with quiet_optuna():
+            if state == "COMPLETE":
+                self.study.tell(trial, values)
+            else:
+                self.study.tell(trial, state=TrialState[state])
 
     # -- resume ------------------------------------------------------------------------------
     def recover(self, finished: list[dict[str, Any]]) -> None:
         """Close trials a killed driver left RUNNING: finish the ones the trial log recorded,
         fail the rest, and re-queue those an Optuna sampler proposed that had not reported a
         rung yet (other searchers re-propose their own on resume)."""
+        with quiet_optuna():
+            self._recover(finished)
+
+    def _recover(self, finished: list[dict[str, Any]]) -> None:
         by_trial = {int(r["trial"]): r for r in finished}
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             rec = by_trial.get(int(t.user_attrs.get("trial", t.number)))

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from autoprune.budget import smallest_feasible
 from autoprune.hardware.predictor import LUTPredictor
 from autoprune.policy import PruningPolicy, kept_channels
 
@@ -112,11 +113,7 @@ class PruningEnv(gym.Env):
 
         if ok(ratio):
             return ratio
-        lo, hi = ratio, self.max_ratio[name]
-        for _ in range(20):
-            mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if ok(mid) else (mid, hi)
-        return hi
+        return smallest_feasible(ok, ratio, self.max_ratio[name], iterations=20)
 
     def to_ratio(self, action: float) -> float:
         return float((np.clip(action, -1, 1) + 1) / 2 * self.max_ratio[self.layers[self.t]])
