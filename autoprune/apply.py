@@ -253,6 +253,37 @@ def write_applied(
     return result
 
 
+def _result(
+    ws: Workspace,
+    policy: PruningPolicy,
+    profile: HardwareProfile,
+    data: Splits,
+    m: Measured,
+    pruned: nn.Module,
+    before: float,
+    history: list[dict[str, float]],
+    finetuned: bool,
+) -> ExportReport:
+    return ExportReport(
+        model=ws.config.model,
+        policy=policy.to_dict(),
+        budget_ms=m.budget_ms,
+        dense=model_stats(ws, ws.model, data, m.dense),
+        pruned={
+            **model_stats(ws, pruned, data, m.pruned),
+            "val_acc_before_ft": before,
+            "relative_latency": m.relative,
+        },
+        predicted_ms=m.predicted_profile_ms * m.drift,
+        predicted_ms_profile=m.predicted_profile_ms,
+        drift=m.drift,
+        device={**profile.describe(), "other_cpus": m.pruned.other_cpus},
+        device_fit=history,
+        data=data.describe(),
+        recipe=asdict(ws.config.final_finetune) if finetuned else {},
+    )
+
+
 def apply_and_export(
     ws: Workspace,
     policy: PruningPolicy,
@@ -291,24 +322,7 @@ def apply_and_export(
     report("measuring latency", 0, 1)
     m = measure_pair(ws, pruned, policy, profile, budget_spec, measure_kwargs)
     report("measuring latency", 1, 1)
-    result = ExportReport(
-        model=cfg.model,
-        policy=policy.to_dict(),
-        budget_ms=m.budget_ms,
-        dense=model_stats(ws, ws.model, data, m.dense),
-        pruned={
-            **model_stats(ws, pruned, data, m.pruned),
-            "val_acc_before_ft": before,
-            "relative_latency": m.relative,
-        },
-        predicted_ms=m.predicted_profile_ms * m.drift,
-        predicted_ms_profile=m.predicted_profile_ms,
-        drift=m.drift,
-        device={**profile.describe(), "other_cpus": m.pruned.other_cpus},
-        device_fit=history,
-        data=data.describe(),
-        recipe=asdict(cfg.final_finetune) if finetune_final else {},
-    )
+    result = _result(ws, policy, profile, data, m, pruned, before, history, finetune_final)
     if onnx:
         from autoprune.export import ONNX, export_onnx
 

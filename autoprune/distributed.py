@@ -211,6 +211,71 @@ class _Job:
     curve: list[tuple[int, float]]
 
 
+class _Driver:
+    """The state of one :func:`run_search`: candidates in flight, keyed by submission."""
+
+    def __init__(
+        self,
+        searcher: Searcher,
+        pool: Pool,
+        log: TrialLog,
+        ledger: Ledger,
+        rungs: list[int | None],
+        seed: int,
+        on_result: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        self.searcher, self.pool, self.log, self.ledger = searcher, pool, log, ledger
+        self.rungs, self.seed, self.on_result = rungs, seed, on_result
+        self.jobs: dict[int, _Job] = {}
+        self.keys = iter(range(1 << 62))
+
+    def submit(self, job: _Job) -> None:
+        key = next(self.keys)
+        steps = self.rungs[job.rung]
+        self.pool.submit(key, job.proposal.policy, self.seed + job.proposal.trial, steps)
+        self.jobs[key] = job
+
+    def start(self, prop: Proposal) -> None:
+        """Open the candidate's trial in the ledger and submit its first rung."""
+        ctx = self.searcher.ctx
+        predicted = ctx.predictor.predict(prop.policy)
+        self.ledger.open(
+            prop,
+            ctx.max_ratio,
+            predicted_ms=predicted,
+            violation_ms=predicted - ctx.budget_ms,
+            ratios=dict(prop.policy.ratios),
+        )
+        self.submit(_Job(prop, 0, time.perf_counter(), []))
+
+    def finish(self, job: _Job, state: str, result: EvalResult | None, error: str | None) -> None:
+        """Close the trial, tell the searcher and record the candidate."""
+        values = None
+        if result is not None and state == "COMPLETE":
+            multi = self.ledger.multi
+            values = [result.accuracy, result.predicted_ms] if multi else [result.accuracy]
+        self.ledger.close(job.proposal, state, values)
+        self.searcher.tell(job.proposal, result, error)
+        seconds = time.perf_counter() - job.started
+        rec = self.log.write(job.proposal, result, error, seconds, state=state, curve=job.curve)
+        if self.on_result is not None:
+            self.on_result(rec)
+
+    def arrived(self, key: int, result: EvalResult | None, error: str | None) -> None:
+        """Handle one finished rung: record it, then promote, stop or finish the candidate."""
+        job = self.jobs.pop(key)
+        if result is None:
+            self.finish(job, "FAIL", None, error)
+            return
+        job.curve.append((result.steps, result.accuracy))
+        stop = self.ledger.report(job.proposal, result.accuracy, result.steps)
+        if job.rung + 1 < len(self.rungs) and not stop:
+            self.submit(_Job(job.proposal, job.rung + 1, job.started, job.curve))
+            return
+        last = job.rung + 1 == len(self.rungs)
+        self.finish(job, "COMPLETE" if last else "PRUNED", result, None)
+
+
 def run_search(
     searcher: Searcher,
     pool: Pool,
@@ -235,7 +300,6 @@ def run_search(
     flight and returns with everything finished saved.
     """
     start = time.perf_counter()
-    rungs = rungs or [None]  # None: the evaluator's own step count
     if ledger is None:  # an in-memory study: no pruning, nothing written
         from autoprune.search.fidelity import Ledger, make_pruner
 
@@ -243,61 +307,19 @@ def run_search(
     searcher.attach(ledger.study)
     ledger.recover(log.records)
     searcher.resume(log.records)
-    jobs: dict[int, _Job] = {}
-    keys = iter(range(1 << 62))
-    predictor = searcher.ctx.predictor
-
-    def submit(job: _Job) -> None:
-        key = next(keys)
-        pool.submit(key, job.proposal.policy, seed + job.proposal.trial, rungs[job.rung])
-        jobs[key] = job
-
-    def finish(job: _Job, state: str, result: EvalResult | None, error: str | None) -> None:
-        values = None
-        if result is not None and state == "COMPLETE":
-            values = [result.accuracy, result.predicted_ms] if ledger.multi else [result.accuracy]
-        ledger.close(job.proposal, state, values)
-        searcher.tell(job.proposal, result, error)
-        rec = log.write(
-            job.proposal,
-            result,
-            error,
-            time.perf_counter() - job.started,
-            state=state,
-            curve=job.curve,
-        )
-        if on_result is not None:
-            on_result(rec)
-
+    driver = _Driver(searcher, pool, log, ledger, rungs or [None], seed, on_result)
     interrupted = False
     try:
         while True:
-            while len(jobs) < parallel and len(log.records) + len(jobs) < n_trials:
+            while len(driver.jobs) < parallel and len(log.records) + len(driver.jobs) < n_trials:
                 prop = searcher.ask()
                 if prop is None:
                     break
-                predicted = predictor.predict(prop.policy)
-                ledger.open(
-                    prop,
-                    searcher.ctx.max_ratio,
-                    predicted_ms=predicted,
-                    violation_ms=predicted - searcher.ctx.budget_ms,
-                    ratios=dict(prop.policy.ratios),
-                )
-                submit(_Job(prop, 0, time.perf_counter(), []))
-            if not jobs:
+                driver.start(prop)
+            if not driver.jobs:
                 break
             key, (result, error) = pool.wait()
-            job = jobs.pop(key)
-            if result is None:
-                finish(job, "FAIL", None, error)
-                continue
-            job.curve.append((result.steps, result.accuracy))
-            stop = ledger.report(job.proposal, result.accuracy, result.steps)
-            if job.rung + 1 < len(rungs) and not stop:
-                submit(_Job(job.proposal, job.rung + 1, job.started, job.curve))
-                continue
-            finish(job, "COMPLETE" if job.rung + 1 == len(rungs) else "PRUNED", result, None)
+            driver.arrived(key, result, error)
     except KeyboardInterrupt:
         interrupted = True
         pool.cancel_all()

@@ -109,6 +109,38 @@ def open_ledger(
     return Ledger(url, pruner, multi_objective=multi, attrs=attrs), steps
 
 
+STUDY_ATTRS = ("model", "searcher", "budget", "budget_ms", "target_ms", "dense_ms", "device_name",
+               "threads", "batch")  # fmt: skip
+
+
+def _run_info(
+    cfg: Config,
+    ws: Workspace,
+    data: Splits,
+    profile: HardwareProfile,
+    path: Path,
+    budget_ms: float,
+) -> dict[str, Any]:
+    """What ``search.json`` records about a search: the budget, the device, the data, the space."""
+    return {
+        "model": cfg.model,
+        "searcher": cfg.search.searcher,
+        "budget": cfg.budget,
+        "budget_ms": budget_ms,
+        "target_ms": budget_ms * (1 - cfg.budget_margin),
+        "dense_ms": profile.dense_ms,
+        "profile": str(path),
+        "device": profile.device,
+        "device_name": profile.device_name,
+        "threads": profile.threads,
+        "batch": profile.batch,
+        "data": data.describe(),
+        "layers": ws.layer_names,
+        "max_ratio": ws.max_ratio,
+        "started": time.time(),
+    }
+
+
 def search(
     cfg: Config,
     opts: SearchOptions,
@@ -132,60 +164,22 @@ def search(
     with RunLock(run_dir):
         if not opts.resume:
             write_text(run_dir / RUN_CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        info = {
-            "model": cfg.model,
-            "searcher": cfg.search.searcher,
-            "budget": cfg.budget,
-            "budget_ms": budget_ms,
-            "target_ms": budget_ms * (1 - cfg.budget_margin),
-            "dense_ms": profile.dense_ms,
-            "profile": str(profile_path),
-            "device": profile.device,
-            "device_name": profile.device_name,
-            "threads": profile.threads,
-            "batch": profile.batch,
-            "data": data.describe(),
-            "layers": ws.layer_names,
-            "max_ratio": ws.max_ratio,
-            "started": time.time(),
-        }
+        info = _run_info(cfg, ws, data, profile, profile_path, budget_ms)
         write_json(run_dir / RUN_INFO, info)
-        study_attrs = {
-            k: info[k]
-            for k in (
-                "model",
-                "searcher",
-                "budget",
-                "budget_ms",
-                "target_ms",
-                "dense_ms",
-                "device_name",
-                "threads",
-                "batch",
-            )
-        }
-        ledger, rungs = open_ledger(cfg, run_dir, study_attrs, opts.storage)
+        attrs = {k: info[k] for k in STUDY_ATTRS}
+        ledger, rungs = open_ledger(cfg, run_dir, attrs, opts.storage)
         # Aim a little under the budget so the measured latency lands inside it despite the
         # predictor's error (benchmarks/results/latency_predictor-*.md).
-        target_ms = budget_ms * (1 - cfg.budget_margin)
-        ctx = ws.search_context(profile, target_ms, run_dir)
+        ctx = ws.search_context(profile, info["target_ms"], run_dir)
         searcher = make_searcher(cfg.search.searcher, ctx, cfg)
-        parallel = cfg.search.parallel
-        pool = make_pool(ws, data, profile, opts, parallel)
-        parallel = min(parallel, pool.slots) if isinstance(pool, RayPool) else 1
+        pool = make_pool(ws, data, profile, opts, cfg.search.parallel)
+        parallel = min(cfg.search.parallel, pool.slots) if isinstance(pool, RayPool) else 1
         log = TrialLog(run_dir, searcher.name)
         try:
             return run_search(
-                searcher,
-                pool,
-                log,
-                cfg.search.trials,
-                ledger=ledger,
-                rungs=rungs,
-                parallel=parallel,
-                seed=cfg.search.seed,
-                on_result=on_result,
-            )
+                searcher, pool, log, cfg.search.trials, ledger=ledger, rungs=rungs,
+                parallel=parallel, seed=cfg.search.seed, on_result=on_result,
+            )  # fmt: skip
         finally:
             pool.close()
 

@@ -88,6 +88,63 @@ def _tables(
     return list(shared.values())
 
 
+def _measure_tables(
+    backend: LatencyBackend,
+    tables: list[tuple[ModuleGeometry, LayerTable]],
+    repeats: int,
+    min_time_s: float,
+    report: Progress,
+) -> None:
+    """Fill each table's latency grid, one layer-sized op at a time."""
+    total = sum(len(t.grid_in) * len(t.grid_out) for _, t in tables)
+    done = 0
+    with backend.session():
+        for g, t in tables:
+            for ci in t.grid_in:
+                row = []
+                for co in t.grid_out:
+                    c_in, c_out = (min(ci, co), min(ci, co)) if g.depthwise else (ci, co)
+                    row.append(_time_op(backend, g, c_in, c_out, repeats, min_time_s))
+                    done += 1
+                    report("layer table", done, total)
+                t.ms.append(row)
+
+
+def _new_profile(
+    model_name: str,
+    input_shape: tuple[int, ...],
+    spec: DeviceSpec,
+    backend: LatencyBackend,
+    layers: list[PrunableLayer],
+    tables: list[tuple[ModuleGeometry, LayerTable]],
+    max_ratio: Mapping[str, float],
+    round_to: int,
+) -> HardwareProfile:
+    """The profile with its tables filled, before calibration."""
+    described = backend.describe()
+    return HardwareProfile(
+        model=model_name,
+        input_shape=list(input_shape),
+        device=spec.device,
+        device_name=described["device_name"],
+        threads=spec.threads,
+        batch=spec.batch,
+        runtime=spec.runtime,
+        round_to=round_to,
+        max_ratio=dict(max_ratio),
+        layers=[
+            {"name": la.name, "channels": la.channels, "outs": list(la.outs), "ins": list(la.ins)}
+            for la in layers
+        ],
+        tables=[t for _, t in tables],
+        dense_ms=0.0,
+        min_ms=0.0,
+        calibration={},
+        versions=described["versions"],
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
 def profile_model(
     model_name: str,
     model: nn.Module,
@@ -116,42 +173,11 @@ def profile_model(
         sweep: batch sizes at which to record the dense model's throughput and peak memory.
     """
     report = progress or (lambda *_: None)
-    geo = module_geometry(model, input_shape)
-    tables = _tables(layers, geo, max_ratio, round_to, grid_points)
-    total = sum(len(t.grid_in) * len(t.grid_out) for _, t in tables)
-    done = 0
+    tables = _tables(layers, module_geometry(model, input_shape), max_ratio, round_to, grid_points)
     backend = backend_for(spec)
-    with backend.session():
-        for g, t in tables:
-            for ci in t.grid_in:
-                row = []
-                for co in t.grid_out:
-                    c_in, c_out = (min(ci, co), min(ci, co)) if g.depthwise else (ci, co)
-                    row.append(_time_op(backend, g, c_in, c_out, repeats, min_time_s / 4))
-                    done += 1
-                    report("layer table", done, total)
-                t.ms.append(row)
-    described = backend.describe()
-    profile = HardwareProfile(
-        model=model_name,
-        input_shape=list(input_shape),
-        device=spec.device,
-        device_name=described["device_name"],
-        threads=spec.threads,
-        batch=spec.batch,
-        runtime=spec.runtime,
-        round_to=round_to,
-        max_ratio=dict(max_ratio),
-        layers=[
-            {"name": la.name, "channels": la.channels, "outs": list(la.outs), "ins": list(la.ins)}
-            for la in layers
-        ],
-        tables=[t for _, t in tables],
-        dense_ms=0.0,
-        min_ms=0.0,
-        calibration={},
-        versions=described["versions"],
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    _measure_tables(backend, tables, repeats, min_time_s / 4, report)
+    profile = _new_profile(
+        model_name, input_shape, spec, backend, layers, tables, max_ratio, round_to
     )
     calibrate(
         profile,

@@ -196,44 +196,51 @@ def _applied(run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and the PNG figures for a search run into ``out_dir``
-    (default ``RUN_DIR/report``); return their paths."""
-    from autoprune.pipeline import load_run
-    from autoprune.records import TRIALS, TrialLog
-    from autoprune.sensitivity import SensitivityResult
+@dataclass
+class _Run:
+    """What a report reads from a run directory."""
 
-    cfg, info = load_run(run_dir)
-    records = TrialLog.read(run_dir / TRIALS)
-    if not records:
-        raise ConfigError(f"{run_dir} has no finished trials to report on")
-    out = out_dir or run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    rep = _applied(run_dir)
-    done = [r for r in records if r["state"] == "COMPLETE"]
-    pruned = sum(r["state"] == "PRUNED" for r in records)
-    failed = sum(r["state"] == "FAIL" for r in records)
-    rungs = cfg.fidelity.steps(cfg.short_finetune.steps)
-    doc = Document(f"autoprune report: {info['model']} — {info['searcher']} search")
+    cfg: Any
+    info: dict[str, Any]
+    records: list[dict[str, Any]]
+    applied: dict[str, Any] | None
+    out: Path
+
+    @property
+    def done(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["state"] == "COMPLETE"]
+
+    @property
+    def drift(self) -> float:
+        return float(self.applied["drift"]) if self.applied else 1.0
+
+
+def _intro(doc: Document, run: _Run) -> None:
+    states = [r["state"] for r in run.records]
+    rungs = run.cfg.fidelity.steps(run.cfg.short_finetune.steps)
+    info = run.info
     doc.text(
-        f"{len(records)} candidates ({pruned} stopped early by the pruner, {failed} failed), "
-        f"budget {info['budget']} = {info['budget_ms']:.3f} ms on {info['device_name']} "
-        f"({info['device']}, {info['threads']} thread(s), batch {info['batch']}); each scored "
-        f"on validation after {' / '.join(map(str, rungs))} fine-tune steps while it stayed "
-        "among the best."
+        f"{len(states)} candidates ({states.count('PRUNED')} stopped early by the pruner, "
+        f"{states.count('FAIL')} failed), budget {info['budget']} = {info['budget_ms']:.3f} ms "
+        f"on {info['device_name']} ({info['device']}, {info['threads']} thread(s), batch "
+        f"{info['batch']}); each scored on validation after {' / '.join(map(str, rungs))} "
+        "fine-tune steps while it stayed among the best."
     )
-    files: dict[str, Path] = {}
-    if rep is not None:
+    if run.applied is not None:
         doc.heading("Result (measured on the device)")
-        add_summary(doc, rep)
-    drift = rep["drift"] if rep else 1.0
+        add_summary(doc, run.applied)
+
+
+def _search_section(doc: Document, run: _Run, files: dict[str, Path]) -> list[dict[str, Any]]:
+    """Accuracy vs latency, progress, learning curves and the best candidates."""
+    rep, out = run.applied, run.out
     doc.heading("Accuracy vs latency")
     files["pareto"] = plots.plot_pareto(
-        [(r["predicted_ms"] * drift, r["accuracy"]) for r in done],
+        [(r["predicted_ms"] * run.drift, r["accuracy"]) for r in run.done],
         out / "pareto.png",
         dense=(rep["dense"]["latency_ms"], rep["dense"]["val_acc"]) if rep else None,
         exported=(rep["pruned"]["latency_ms"], rep["pruned"]["val_acc"]) if rep else None,
-        budget_ms=rep["budget_ms"] if rep else info["budget_ms"],
+        budget_ms=rep["budget_ms"] if rep else run.info["budget_ms"],
     )
     doc.image(
         files["pareto"],
@@ -242,21 +249,21 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
     )
     doc.heading("Search progress")
     files["progress"] = plots.plot_progress(
-        [r.get("accuracy") if r["state"] == "COMPLETE" else None for r in records],
+        [r.get("accuracy") if r["state"] == "COMPLETE" else None for r in run.records],
         out / "progress.png",
     )
     doc.image(
         files["progress"], "Validation accuracy of each candidate that reached the last rung."
     )
     files["curves"] = plots.plot_curves(
-        [(r.get("curve") or [], r["state"]) for r in records], out / "curves.png"
+        [(r.get("curve") or [], r["state"]) for r in run.records], out / "curves.png"
     )
     doc.image(
         files["curves"],
         "Every candidate's validation accuracy at each fidelity rung it reached; the pruner "
         "stopped the red ones.",
     )
-    best = sorted(done, key=lambda r: -r["accuracy"])[:5]
+    best = sorted(run.done, key=lambda r: -r["accuracy"])[:5]
     doc.table(
         ["trial", "val top-1", "predicted ms", "MACs M"],
         [
@@ -269,34 +276,63 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
             for r in best
         ],
     )
-    profile = _profile(info)
-    if profile is not None:
-        channels = {la["name"]: int(la["channels"]) for la in profile["layers"]}
-        policy = PruningPolicy.from_dict(rep["policy"] if rep else best[0]["policy"])
-        kept = {n: kept_channels(c, policy.ratio(n), policy.round_to) for n, c in channels.items()}
-        doc.heading("Channels per layer")
-        files["layers"] = plots.plot_layers(channels, kept, out / "layers.png")
-        doc.image(files["layers"], "Output channels kept per prunable layer vs the dense model.")
-        doc.heading("Latency predictor")
-        groups = {"profile calibration (in-sample)": _calibration_points(profile)}
-        if rep:
-            fit = rep.get("device_fit") or []
-            groups["device fit steps"] = [
-                (h["measured_ms"], h["predicted_ms"] * drift) for h in fit
-            ]
-            groups["exported model"] = [(rep["pruned"]["latency_ms"], rep["predicted_ms"])]
-        files["latency"] = plots.plot_latency(groups, out / "latency.png")
-        doc.image(files["latency"], "Predicted vs measured whole-model latency.")
+    return best
+
+
+def _device_section(
+    doc: Document, run: _Run, best: list[dict[str, Any]], files: dict[str, Path]
+) -> None:
+    """Channels kept per layer and predicted vs measured latency (needs the profile)."""
+    profile = _profile(run.info)
+    if profile is None:
+        return
+    rep = run.applied
+    channels = {la["name"]: int(la["channels"]) for la in profile["layers"]}
+    policy = PruningPolicy.from_dict(rep["policy"] if rep else best[0]["policy"])
+    kept = {n: kept_channels(c, policy.ratio(n), policy.round_to) for n, c in channels.items()}
+    doc.heading("Channels per layer")
+    files["layers"] = plots.plot_layers(channels, kept, run.out / "layers.png")
+    doc.image(files["layers"], "Output channels kept per prunable layer vs the dense model.")
+    doc.heading("Latency predictor")
+    groups = {"profile calibration (in-sample)": _calibration_points(profile)}
+    if rep:
+        fit = rep.get("device_fit") or []
+        groups["device fit steps"] = [
+            (h["measured_ms"], h["predicted_ms"] * run.drift) for h in fit
+        ]
+        groups["exported model"] = [(rep["pruned"]["latency_ms"], rep["predicted_ms"])]
+    files["latency"] = plots.plot_latency(groups, run.out / "latency.png")
+    doc.image(files["latency"], "Predicted vs measured whole-model latency.")
+
+
+def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and the PNG figures for a search run into ``out_dir``
+    (default ``RUN_DIR/report``); return their paths."""
+    from autoprune.pipeline import load_run
+    from autoprune.records import TRIALS, TrialLog
+    from autoprune.sensitivity import SensitivityResult
+
+    cfg, info = load_run(run_dir)
+    records = TrialLog.read(run_dir / TRIALS)
+    if not records:
+        raise ConfigError(f"{run_dir} has no finished trials to report on")
+    run = _Run(cfg, info, records, _applied(run_dir), out_dir or run_dir / "report")
+    run.out.mkdir(parents=True, exist_ok=True)
+    doc = Document(f"autoprune report: {info['model']} — {info['searcher']} search")
+    files: dict[str, Path] = {}
+    _intro(doc, run)
+    best = _search_section(doc, run, files)
+    _device_section(doc, run, best, files)
     sens_path = run_dir / "sensitivity.json"
     if sens_path.is_file():
         sens = SensitivityResult.load(sens_path)
         doc.heading("Per-layer sensitivity")
         files["sensitivity"] = plots.plot_sensitivity(
-            sens.ratios, sens.accuracy, sens.dense_accuracy, out / "sensitivity.png"
+            sens.ratios, sens.accuracy, sens.dense_accuracy, run.out / "sensitivity.png"
         )
         doc.image(files["sensitivity"], "Validation accuracy with one layer pruned at a time.")
-    files["markdown"] = write_text(out / "report.md", doc.markdown())
-    files["html"] = write_text(out / "report.html", doc.html())
+    files["markdown"] = write_text(run.out / "report.md", doc.markdown())
+    files["html"] = write_text(run.out / "report.html", doc.html())
     return files
 
 
