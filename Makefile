@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench-latency clean
+.PHONY: install demo test lint typecheck format bench-latency clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,16 +19,24 @@ install: $(STAMP)
 demo: $(STAMP)
 	RAY_AUTH_MODE=disabled $(BIN)/autoprune demo
 
-test: $(STAMP)
-	RAY_AUTH_MODE=disabled $(BIN)/pytest -q --durations=10
+CODE := autoprune tests benchmarks examples scripts
+DOCTESTS := autoprune/policy.py autoprune/budget.py autoprune/registry.py autoprune/config.py \
+	autoprune/search/fidelity.py
+
+# What CI runs: lint, type checks (strict on the torch-free core), doctests and the test suite.
+test: lint typecheck
+	RAY_AUTH_MODE=disabled $(BIN)/pytest -q --durations=10 --doctest-modules tests $(DOCTESTS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check autoprune tests benchmarks examples
-	$(BIN)/ruff format --check autoprune tests benchmarks examples
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format autoprune tests benchmarks examples
-	$(BIN)/ruff check --fix autoprune tests benchmarks examples
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --fix $(CODE)
 
 bench-latency: $(STAMP)
 	$(BIN)/python -m benchmarks.latency_predictor

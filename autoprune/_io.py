@@ -13,7 +13,8 @@ from typing import Any
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block
+    succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -34,7 +35,8 @@ def _umask() -> int:
 
 
 def read_json(path: str | Path, error: type[Exception], what: str) -> Any:
-    """Parse a JSON file, raising ``error`` with a one-line reason if it is missing or malformed."""
+    """Parse a JSON file, raising ``error`` with a one-line reason if it is missing or
+    malformed."""
     path = Path(path)
     try:
         return json.loads(path.read_text())

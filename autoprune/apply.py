@@ -243,7 +243,8 @@ def model_stats(ws: Workspace, model: nn.Module, data: Splits, timing: Timing) -
 def write_applied(
     out_dir: Path, policy: PruningPolicy, model: nn.Module, result: ExportReport
 ) -> ExportReport:
-    """Write ``best_policy.json``, ``model.pt`` (state dict) and ``report.json``, each atomically."""
+    """Write ``best_policy.json``, ``model.pt`` (state dict) and ``report.json``, each
+    atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     policy.save(out_dir / POLICY)
     write_with(out_dir / MODEL, lambda p: torch.save(model.state_dict(), p))

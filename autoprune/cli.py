@@ -164,7 +164,9 @@ def apply(
     fit_device: bool = typer.Option(
         True,
         "--fit-device/--keep-policy",
-        help="Adjust the policy until its measured latency meets the budget, or apply it as saved.",
+        help=(
+            "Adjust the policy until its measured latency meets the budget, or apply it as saved."
+        ),
     ),
 ) -> None:
     """Apply the best policy, fit it to the budget as measured on the device, fine-tune it,

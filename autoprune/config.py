@@ -172,7 +172,8 @@ class Config:
         return out
 
     def replace(self, **changes: Any) -> Config:
-        """A copy with top-level or dotted keys changed, e.g. ``replace(**{"search.trials": 5})``."""
+        """A copy with top-level or dotted keys changed, e.g.
+        ``replace(**{"search.trials": 5})``."""
         return from_dict(set_dotted(to_dict(self), changes))
 
 
@@ -248,7 +249,8 @@ def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    cfg = _build(Config, data, "")
+    """A validated :class:`Config` from plain data (unknown keys are errors)."""
+    cfg: Config = _build(Config, data, "")
     _validate(cfg)
     return cfg
 

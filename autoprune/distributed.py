@@ -84,7 +84,8 @@ def _evaluate_task(
 
 
 class RayPool(Pool):
-    """Evaluations as Ray tasks. The evaluator (model weights + data) goes into the object store once.
+    """Evaluations as Ray tasks. The evaluator (model weights + data) goes into the object
+    store once.
 
     Args:
         evaluator: shipped once with ``ray.put``.
@@ -172,7 +173,8 @@ def make_pool(
 def init_ray(address: str | None = None) -> None:
     """Start (or join) Ray once: local runs start their own instance (``address="local"``: never
     an unrelated cluster someone started with ``ray start`` on this machine) sized to the machine's
-    CPUs, keep the dashboard off, and leave the home directory alone (``RAY_AUTH_MODE=disabled``)."""
+    CPUs, keep the dashboard off, and leave the home directory alone
+    (``RAY_AUTH_MODE=disabled``)."""
     import ray
 
     if ray.is_initialized():

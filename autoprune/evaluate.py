@@ -1,4 +1,5 @@
-"""``Evaluator``: policy → pruned copy → short fine-tune → validation accuracy + latency/MACs/params.
+"""``Evaluator``: policy → pruned copy → short fine-tune → validation accuracy +
+latency/MACs/params.
 
 A pure function of ``(policy, seed, steps)``: it holds the dense model, the train/validation
 splits, the distillation teacher and the latency predictor, so it can be shipped once to Ray

@@ -4,6 +4,8 @@ pickled code), ONNX checked against PyTorch with onnxruntime, and a markdown rep
 
 from __future__ import annotations
 
+import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +72,15 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> f
     return diff
 
 
+def _copy(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)
+
+
 def export_dir(src: Path, dst: Path, *, onnx: bool = True) -> dict[str, Any]:
     """Export an applied run (``src`` holds best_policy.json, model.pt, report.json): reload the
     model from policy + tensors (proving it reloads), write ONNX with a parity check and a
     markdown report into ``dst``."""
     import json
-    import shutil
 
     for name in (POLICY, MODEL, REPORT):
         if not (src / name).is_file():
@@ -89,7 +94,7 @@ def export_dir(src: Path, dst: Path, *, onnx: bool = True) -> dict[str, Any]:
     dst.mkdir(parents=True, exist_ok=True)
     if src.resolve() != dst.resolve():
         for name in (POLICY, MODEL):
-            write_with(dst / name, lambda p, n=name: shutil.copyfile(src / n, p))
+            write_with(dst / name, partial(_copy, src / name))
     if onnx:
         rep["onnx_max_abs_diff"] = export_onnx(model, spec.input_shape, dst / ONNX)
         rep.setdefault("files", {})["onnx"] = str(dst / ONNX)

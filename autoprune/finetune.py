@@ -133,7 +133,8 @@ class _EarlyStop:
 
     def __init__(self, model: nn.Module, val: Split, patience: int) -> None:
         self.model, self.val, self.patience = model, val, patience
-        self.best, self.state, self.waited = float("-inf"), None, 0
+        self.best, self.waited = float("-inf"), 0
+        self.state: dict[str, torch.Tensor] | None = None
 
     def stop(self) -> bool:
         acc = accuracy(self.model, self.val)

@@ -85,20 +85,23 @@ def make_pool(
     )
 
 
-def fidelity_plan(cfg: Config) -> tuple[list[int], Any]:
+def fidelity_plan(cfg: Config) -> tuple[list[int | None], Any]:
     """The rungs (fine-tune steps) candidates are scored at, and the Optuna pruner between
     them; a multi-objective (NSGA-II) search cannot prune, so it scores at the last rung."""
     from autoprune.search.fidelity import make_pruner
 
-    steps = cfg.fidelity.steps(cfg.short_finetune.steps)
+    steps: list[int | None] = list(cfg.fidelity.steps(cfg.short_finetune.steps))
     if cfg.search.searcher == "optuna" and cfg.search.sampler == "nsga2":
         steps = steps[-1:]
-    return steps, make_pruner(cfg.fidelity.pruner, steps, cfg.fidelity.reduction_factor)
+    pruner = make_pruner(
+        cfg.fidelity.pruner, [s or 1 for s in steps], cfg.fidelity.reduction_factor
+    )
+    return steps, pruner
 
 
 def open_ledger(
     cfg: Config, run_dir: Path, attrs: dict[str, Any], storage: str | None = None
-) -> tuple[Any, list[int]]:
+) -> tuple[Any, list[int | None]]:
     """The run's Optuna study (SQLite ``study.db`` in ``run_dir`` unless ``storage`` names
     another) and the rungs its pruner works on."""
     from autoprune.search.fidelity import Ledger

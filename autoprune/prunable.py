@@ -2,9 +2,9 @@
 
 Each group is named by the module path of its root layer (the conv/linear whose output channels it
 prunes); those names are the keys of :class:`~autoprune.policy.PruningPolicy`. A group is kept only
-if pruning one of its channels yields a model that still runs and keeps its output shape: this drops
-groups torch-pruning cannot keep consistent (e.g. the zero-pad shortcut of CIFAR ResNets) and the
-classifier's output.
+if pruning one of its channels yields a model that still runs and keeps its output shape: this
+drops groups torch-pruning cannot keep consistent (e.g. the zero-pad shortcut of CIFAR ResNets)
+and the classifier's output.
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def discover(
         root = names[group[0].dep.target.module]
         if (include is not None and root not in include) or (exclude and root in exclude):
             continue
-        outs, ins = [], []
+        outs: list[str] = []
+        ins: list[str] = []
         for dep, _ in group:
             mod = dep.target.module
             if not isinstance(mod, ROOT_TYPES):

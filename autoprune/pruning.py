@@ -1,4 +1,5 @@
-"""Apply a :class:`PruningPolicy`: remove channels with torch-pruning, or mask weights by magnitude."""
+"""Apply a :class:`PruningPolicy`: remove channels with torch-pruning, or mask weights by
+magnitude."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 from torch.nn.utils import prune as nn_prune
 
 from autoprune.errors import PolicyError
-from autoprune.policy import PruningPolicy, kept_channels
+from autoprune.policy import Mode, PruningPolicy, kept_channels
 from autoprune.prunable import ROOT_TYPES, PrunableLayer, build_graph, root_group
 
 
@@ -188,7 +189,7 @@ def with_sparsity(
     names = [
         n for n, m in model.named_modules() if isinstance(m, ROOT_TYPES) and m.weight.requires_grad
     ]
-    mode = "unstructured" if not any(policy.ratios.values()) else "hybrid"
+    mode: Mode = "unstructured" if not any(policy.ratios.values()) else "hybrid"
     return PruningPolicy(
         policy.model,
         {} if mode == "unstructured" else dict(policy.ratios),

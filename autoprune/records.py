@@ -71,7 +71,8 @@ class RunLock:
 
 
 class TrialLog:
-    """Append-only JSONL of finished trials; each line is flushed and fsynced before the next trial.
+    """Append-only JSONL of finished trials; each line is flushed and fsynced before the next
+    trial.
 
     A line half-written by a killed process is ignored on reading. The best trial is the most
     accurate COMPLETE one (scored at the last fidelity rung).

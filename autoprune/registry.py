@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from autoprune.errors import ConfigError
 
@@ -66,7 +66,7 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}{hint}; known: {', '.join(self._entries)}"
             )
         target = self._entries[name]
-        obj: Any = _load(target) if isinstance(target, str) else target
+        obj = cast(T, _load(target)) if isinstance(target, str) else target
         self._loaded[name] = obj
         return obj
 

@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     md = [
         "# Search driver memory over a long search",
         "",
-        f"{summary.finished} Optuna TPE trials (SQLite storage, multivariate, constant liar) of the "
-        f"pretrained ResNet-20, 1 fine-tune step each, {args.parallel} Ray workers; "
+        f"{summary.finished} Optuna TPE trials (SQLite storage, multivariate, constant liar) of "
+        f"the pretrained ResNet-20, 1 fine-tune step each, {args.parallel} Ray workers; "
         f"{data['provenance']['device_name']}, torch {data['provenance']['versions']['torch']}, "
         f"commit {data['provenance']['git_commit']}, {data['provenance']['date']}; "
         f"{summary.seconds:.0f} s.",

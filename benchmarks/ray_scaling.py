@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> dict:
         "# Ray scaling: the same evaluations on 1 and 2 workers",
         "",
         f"{prov['device_name']}, {prov['cpu_count']} cores; each evaluation = prune ResNet-20 + "
-        f"{args.steps} fine-tune steps (batch 64, 1 thread per worker) + validation on 512 images; "
-        f"torch {prov['versions']['torch']}, ray {prov['ray']}; commit {prov['git_commit']}.",
+        f"{args.steps} fine-tune steps (batch 64, 1 thread per worker) + validation on 512 "
+        f"images; torch {prov['versions']['torch']}, ray {prov['ray']}; "
+        f"commit {prov['git_commit']}.",
         "",
         "| workers | evaluations | pool start (s) | wall (s) | mean eval (s) | "
         "Ray overhead / trial (s) | overhead |",

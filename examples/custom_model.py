@@ -80,7 +80,8 @@ def main() -> None:
     rep = api.apply(run / "search", out=run / "final")
     api.export(run / "final", out=run / "export")
     print(
-        f"pruned: test top-1 {rep.pruned['test_acc']:.2f} % (dense {rep.dense['test_acc']:.2f} %), "
+        f"pruned: test top-1 {rep.pruned['test_acc']:.2f} % "
+        f"(dense {rep.dense['test_acc']:.2f} %), "
         f"{rep.pruned['latency_ms']:.3f} ms measured vs budget {rep.budget_ms:.3f} ms; "
         f"exported to {run / 'export'}"
     )

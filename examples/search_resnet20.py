@@ -29,7 +29,8 @@ def main() -> None:
     # 2. apply: fit to the budget as measured on this CPU, final fine-tune, re-measure, save.
     rep = api.apply(args.run_dir)
     print(
-        f"pruned: test top-1 {rep.pruned['test_acc']:.2f} % (dense {rep.dense['test_acc']:.2f} %), "
+        f"pruned: test top-1 {rep.pruned['test_acc']:.2f} % "
+        f"(dense {rep.dense['test_acc']:.2f} %), "
         f"{rep.pruned['latency_ms']:.3f} ms measured vs budget {rep.budget_ms:.3f} ms"
     )
 

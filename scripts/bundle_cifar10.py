@@ -9,7 +9,8 @@ Real images only, re-packed from the two containers described in ``../shared/dat
 - test: the exact original pixels of test images 0–1,016;
 - holdout: JPEG test images 5,000–6,999 (a second test part the search never sees).
 
-About 10 MB (the JPEG headers compress). Row numbers are stored beside the images so the splits can be checked for overlap.
+About 10 MB (the JPEG headers compress). Row numbers are stored beside the images so the splits
+can be checked for overlap.
 """
 
 from __future__ import annotations

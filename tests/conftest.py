@@ -48,6 +48,8 @@ class Tiny:
 
         floor = self.predictor.predict(PruningPolicy("resnet8", self.max_ratio))
         budget = floor + budget_share * (self.profile.dense_ms - floor)
+        from autoprune.pruning import channel_scores
+
         return SearchContext(
             "resnet8",
             [la.name for la in self.layers],
@@ -57,6 +59,7 @@ class Tiny:
             budget,
             run_dir,
             seed=0,
+            channel_scores=channel_scores(self.model, self.layers, (3, 32, 32)),
         )
 
 

@@ -1,5 +1,5 @@
-"""Measure a :class:`HardwareProfile`: time each resized layer over its channel grid, then calibrate
-the table against whole-model measurements of random policies."""
+"""Measure a :class:`HardwareProfile`: time each resized layer over its channel grid, then
+calibrate the table against whole-model measurements of random policies."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ Progress = Callable[[str, int, int], None]
 
 
 def channel_grid(n: int, max_ratio: float, round_to: int, points: int) -> list[int]:
-    """Up to ``points`` kept-channel counts spanning what the search can produce for ``n`` channels."""
+    """Up to ``points`` kept-channel counts spanning what the search can produce for ``n``
+    channels."""
     reachable = sorted(
         {kept_channels(n, r, round_to) for r in np.linspace(0, max_ratio, 4 * n + 1)}
     )

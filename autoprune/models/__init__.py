@@ -46,7 +46,8 @@ MODELS: Registry[ModelEntry] = Registry(
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`build_model` (plus any torchvision classifier and ``module:factory``)."""
+    """Names accepted by :func:`build_model` (plus any torchvision classifier and
+    ``module:factory``)."""
     return sorted(MODELS.names())
 
 
@@ -104,12 +105,16 @@ def _load_error(e: Exception) -> str:
     if "Weights only load failed" in text:  # torch's message is many lines; the point is:
         match = re.search(r"Unsupported global: GLOBAL (\S+)", text)
         what = f"references {match.group(1)}" if match else "holds pickled objects"
-        return f"the file {what}, not only tensors (refused by weights_only=True; nothing in it was run)"
+        return (
+            f"the file {what}, not only tensors "
+            "(refused by weights_only=True; nothing in it was run)"
+        )
     return text.splitlines()[0] if text else type(e).__name__
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a state dict safely (``weights_only=True``), unwrapping ``{'state_dict': ...}`` and ``module.``."""
+    """Load a state dict safely (``weights_only=True``), unwrapping ``{'state_dict': ...}`` and
+    ``module.``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -130,7 +135,8 @@ def build_model(
     checkpoint: str | Path | None = None,
     pretrained: bool = True,
 ) -> nn.Module:
-    """Build a model by name and load weights (``checkpoint``, else the bundled one if ``pretrained``).
+    """Build a model by name and load weights (``checkpoint``, else the bundled one if
+    ``pretrained``).
 
     Raises:
         ConfigError: unknown name.

@@ -1,4 +1,5 @@
-"""CIFAR-10 ResNets (He et al. 2016, option-A shortcut), state-dict compatible with akamaster's checkpoints."""
+"""CIFAR-10 ResNets (He et al. 2016, option-A shortcut), state-dict compatible with akamaster's
+checkpoints."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import optuna
-from optuna.distributions import FloatDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from autoprune.search._base import Proposal
@@ -110,7 +110,9 @@ class Ledger:
         trial = proposal.handle
         if trial is None:
             ratios = dict(proposal.policy.ratios)
-            dists = {n: FloatDistribution(0.0, max(max_ratio[n], 1e-9)) for n in max_ratio}
+            dists: dict[str, BaseDistribution] = {
+                n: FloatDistribution(0.0, max(max_ratio[n], 1e-9)) for n in max_ratio
+            }
             self.study.enqueue_trial({n: min(ratios.get(n, 0.0), max_ratio[n]) for n in dists})
             trial = self.study.ask(dists)
             trial.set_user_attr("owner", "ledger")

@@ -11,11 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3 import DDPG, TD3
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.logger import configure
 
 from autoprune._io import write_json, write_with
 from autoprune.budget import fit_to_budget
 from autoprune.config import AMCConfig, Config
+from autoprune.errors import ConfigError
+from autoprune.hardware.predictor import LUTPredictor
 from autoprune.policy import PruningPolicy
 from autoprune.records import EvalResult
 from autoprune.search._base import Proposal, SearchContext, Searcher
@@ -43,6 +46,8 @@ class AMCSearcher(Searcher):
     def __init__(self, ctx: SearchContext, cfg: AMCConfig) -> None:
         super().__init__(ctx)
         self.cfg = cfg
+        if not isinstance(ctx.predictor, LUTPredictor):  # its state reads the profile's tables
+            raise ConfigError("the AMC searcher needs a profile-based latency predictor")
         self.env = PruningEnv(
             ctx.model,
             list(ctx.layers),
@@ -119,6 +124,11 @@ class AMCSearcher(Searcher):
         return Proposal(trial, policy, dict(policy.ratios))
 
     # -- learning -------------------------------------------------------------------------
+    def _buffer(self) -> ReplayBuffer:
+        buf = self.agent.replay_buffer
+        assert buf is not None  # SB3 builds it in the constructor (off-policy algorithms)
+        return buf
+
     def _reward(self, result: EvalResult | None) -> float:
         if result is None:
             return 0.0
@@ -129,7 +139,7 @@ class AMCSearcher(Searcher):
     def _learn(self, transitions: list[Transition], reward: float) -> None:
         self.baseline = reward if self.baseline is None else 0.95 * self.baseline + 0.05 * reward
         shaped = reward - self.baseline
-        buf = self.agent.replay_buffer
+        buf = self._buffer()
         for obs, nxt, action, done in transitions:
             buf.add(
                 obs[None],
@@ -195,7 +205,7 @@ class AMCSearcher(Searcher):
                 )
             )
             for obs, nxt, action, done in self._replay(dict(policy.ratios)):
-                self.agent.replay_buffer.add(
+                self._buffer().add(
                     obs[None],
                     nxt[None],
                     np.array([[action]], dtype=np.float32),

@@ -8,7 +8,7 @@ budget, so every finished episode is a feasible policy.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -37,7 +37,7 @@ class PruningEnv(gym.Env):
         round_to: channel rounding of the policy.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium declares it per instance
 
     def __init__(
         self,
