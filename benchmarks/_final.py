@@ -3,9 +3,11 @@ each, for the benchmarks that need many final models (proxy study, fine-tune len
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -16,6 +18,7 @@ from autoprune.finetune import FinetuneConfig, Teacher, accuracy
 from autoprune.policy import PruningPolicy
 from autoprune.prunable import PrunableLayer
 from autoprune.schedule import prune_and_finetune
+from benchmarks._common import RESULTS
 
 
 @dataclass
@@ -45,6 +48,18 @@ class FinalJob:
             )
             scores = {f"{k}_acc": accuracy(model, s) for k, s in self.data.reported().items()}
         return {"seed": seed, "recipe": recipe, "finetune_s": time.perf_counter() - t0, **scores}
+
+
+def study_parser(description: str) -> argparse.ArgumentParser:
+    """The options every study on the ``cpu-v2`` work folder shares (budget, suite, folders)."""
+    ap = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawTextHelpFormatter
+    )
+    ap.add_argument("--budget", default="0.5")
+    ap.add_argument("--suite", default="cpu-v2")
+    ap.add_argument("--work", type=Path, default=Path("runs/bench/cpu-v2"))
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    return ap
 
 
 def _task(job: FinalJob, policy: dict[str, Any], seed: int, recipe: dict[str, Any]) -> Any:
@@ -80,4 +95,4 @@ def run_finals(
         ray.shutdown()
 
 
-__all__ = ["FinalJob", "run_finals"]
+__all__ = ["FinalJob", "run_finals", "study_parser"]

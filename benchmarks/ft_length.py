@@ -11,7 +11,6 @@ point is a finished recipe, not a checkpoint halfway down a longer schedule). Re
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -19,20 +18,14 @@ from typing import Any
 
 from autoprune._io import write_json
 from autoprune.search.baselines import GlobalMagnitudeSearcher
-from benchmarks._common import RESULTS, provenance, save
-from benchmarks._final import FinalJob, run_finals
+from benchmarks._common import provenance, save
+from benchmarks._final import FinalJob, run_finals, study_parser
 from benchmarks.run import Bench, _log
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    ap.add_argument("--budget", default="0.5")
+    ap = study_parser(__doc__ or "")
     ap.add_argument("--epochs", type=float, nargs="*", default=[1, 2, 4, 8, 16])
-    ap.add_argument("--suite", default="cpu-v2")
-    ap.add_argument("--work", type=Path, default=Path("runs/bench/cpu-v2"))
-    ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     bench = Bench(args.suite, args.work, args.suite, [])
     ws, profile, cfg = bench.ws, bench.profile, bench.cfg

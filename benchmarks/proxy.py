@@ -20,7 +20,6 @@ Reuses the profile and teacher logits of the ``cpu-v2`` work folder; every step 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,8 @@ from autoprune.finetune import FinetuneConfig, accuracy, finetune
 from autoprune.policy import PruningPolicy
 from autoprune.pruning import apply_policy
 from autoprune.search.baselines import RandomSearcher
-from benchmarks._common import RESULTS, provenance, save
-from benchmarks._final import FinalJob, run_finals
+from benchmarks._common import provenance, save
+from benchmarks._final import FinalJob, run_finals, study_parser
 from benchmarks._stats import spearman
 from benchmarks.run import Bench, _log
 
@@ -54,14 +53,8 @@ def _cached(path: Path, make: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    ap.add_argument("--budget", default="0.5")
+    ap = study_parser(__doc__ or "")
     ap.add_argument("--n", type=int, default=10, help="candidates (random feasible policies)")
-    ap.add_argument("--suite", default="cpu-v2")
-    ap.add_argument("--work", type=Path, default=Path("runs/bench/cpu-v2"))
-    ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     bench = Bench(args.suite, args.work, args.suite, [])
     ws, profile, cfg = bench.ws, bench.profile, bench.cfg
