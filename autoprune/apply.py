@@ -316,6 +316,13 @@ def apply_and_export(
         policy = policy.with_metadata(device_fit=history) if len(history) > 1 else policy
     if cfg.mode != "structured" and not policy.sparsity:  # magnitude sparsity on top, for size
         policy = with_sparsity(policy, ws.model, cfg.sparsity, cfg.sparsity_scope)
+    # What a deployment needs to rebuild and feed the model, without the config.
+    policy = policy.with_metadata(
+        input_shape=list(ws.input_shape),
+        num_classes=cfg.num_classes,
+        classes=list(data.classes),
+        **data.normalization,
+    )
     pruned = apply_policy(ws.model, policy, ws.layers, ws.input_shape)
     before = accuracy(pruned, data.val, cfg.eval_batch_size)  # one-shot, before fine-tuning
     if finetune_final:

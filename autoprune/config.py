@@ -61,14 +61,18 @@ class FinetuneConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Where the images come from (see :func:`autoprune.data.load_cifar10`)."""
+    """Where the images come from: ``name`` is a registered dataset (``cifar10``,
+    ``imagefolder``) or ``package.module:factory`` (see :mod:`autoprune.data`)."""
 
     name: str = "cifar10"
-    source: str = "bundled"
-    root: str | None = None
+    source: str = "bundled"  # cifar10: bundled | shared | exact | jpeg | torchvision
+    root: str | None = None  # cifar10: the containers' folder; imagefolder: the tree's root
     val_size: float | None = None  # None = the whole validation pool (carved sources: 10 %)
     train_limit: int | None = None
     split_seed: int = 0
+    image_size: int | None = None  # imagefolder: resize shorter side, center-crop (default 32)
+    mean: list[float] | None = None  # per-channel normalization on the 0-1 scale
+    std: list[float] | None = None  # (default: ImageNet's, what the bundled ResNets used)
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,18 @@ def from_dict(data: dict[str, Any]) -> Config:
     return cfg
 
 
+def _validate_dataset(d: DatasetConfig) -> None:
+    from autoprune.data import DATASETS
+
+    if ":" not in d.name:  # a package.module:factory is checked when it is loaded
+        DATASETS.check(d.name, "dataset.name")
+    norm = [v for v in (d.mean, d.std) if v is not None]
+    if norm and (len(norm) != 2 or len(norm[0]) != len(norm[1]) or min(norm[1]) <= 0):
+        raise ConfigError(
+            "dataset.mean and dataset.std: give both, one value per channel, std > 0"
+        )
+
+
 def _validate(cfg: Config) -> None:
     if not 0 < cfg.layers.min_keep <= 1:
         raise ConfigError(f"layers.min_keep must lie in (0, 1], got {cfg.layers.min_keep}")
@@ -285,7 +301,6 @@ def _validate(cfg: Config) -> None:
         or fid.reduction_factor < 2
     ):
         raise ConfigError("fidelity: min_steps and rungs must be ≥ 1, reduction_factor ≥ 2")
-    from autoprune.data import DATASETS
     from autoprune.hardware.device import DeviceSpec
     from autoprune.policy import MODES
     from autoprune.search import PRUNERS, SEARCHERS
@@ -293,7 +308,7 @@ def _validate(cfg: Config) -> None:
     SEARCHERS.check(cfg.search.searcher, "search.searcher")
     d = cfg.device
     DeviceSpec(d.device, d.threads, d.batch, d.runtime)  # its own checks (runtime registered…)
-    DATASETS.check(cfg.dataset.name, "dataset.name")
+    _validate_dataset(cfg.dataset)
     choices = {
         "search.sampler": (cfg.search.sampler, ("tpe", "nsga2", "random")),
         "mode": (cfg.mode, MODES),

@@ -23,28 +23,41 @@ from autoprune.pruning import apply_policy
 POLICY, MODEL, ONNX, REPORT = "best_policy.json", "model.pt", "model.onnx", "report.json"
 
 
+def model_io(policy: PruningPolicy) -> tuple[tuple[int, ...], int]:
+    """The input shape and class count a policy was applied with (recorded by ``apply``;
+    older policies: the model's defaults, 10 classes)."""
+    from autoprune.models import model_spec
+
+    meta = policy.metadata
+    if "input_shape" in meta and "num_classes" in meta:
+        return tuple(int(v) for v in meta["input_shape"]), int(meta["num_classes"])
+    return model_spec(policy.model).input_shape, 10
+
+
 def load_pruned_model(
     policy_path: str | Path,
     state_path: str | Path,
     *,
-    num_classes: int = 10,
+    num_classes: int | None = None,
     input_size: int | None = None,
 ) -> nn.Module:
     """Rebuild a pruned model with no pickled code: dense architecture from the registry, the
-    policy's channel counts, then the saved tensors (``weights_only=True``)."""
-    from autoprune.models import model_spec
-
+    policy's channel counts, then the saved tensors (``weights_only=True``). Input shape and
+    class count come from the policy (``apply`` records them); arguments override."""
     policy = PruningPolicy.load(policy_path)
-    spec = model_spec(policy.model, num_classes, input_size)
+    shape, classes = model_io(policy)
+    if input_size is not None:
+        shape = (shape[0], input_size, input_size)
+    num_classes = num_classes or classes
     dense = build_model(policy.model, num_classes, pretrained=False)
-    layers = discover(dense, spec.input_shape)
+    layers = discover(dense, shape)
     structured = PruningPolicy(
         policy.model,
         policy.ratios,
         "structured" if policy.mode != "unstructured" else "unstructured",
         policy.round_to,
     )
-    model = apply_policy(dense, structured, layers, spec.input_shape)
+    model = apply_policy(dense, structured, layers, shape)
     state = load_state_dict(state_path)
     try:
         model.load_state_dict(state, strict=True)
@@ -86,17 +99,14 @@ def export_dir(src: Path, dst: Path, *, onnx: bool = True) -> dict[str, Any]:
         if not (src / name).is_file():
             raise PolicyError(f"{src} has no {name}: run `autoprune apply` first")
     rep = json.loads((src / REPORT).read_text())
-    policy = PruningPolicy.load(src / POLICY)
-    from autoprune.models import model_spec
-
-    spec = model_spec(policy.model)
+    shape, _ = model_io(PruningPolicy.load(src / POLICY))
     model = load_pruned_model(src / POLICY, src / MODEL)
     dst.mkdir(parents=True, exist_ok=True)
     if src.resolve() != dst.resolve():
         for name in (POLICY, MODEL):
             write_with(dst / name, partial(_copy, src / name))
     if onnx:
-        rep["onnx_max_abs_diff"] = export_onnx(model, spec.input_shape, dst / ONNX)
+        rep["onnx_max_abs_diff"] = export_onnx(model, shape, dst / ONNX)
         rep.setdefault("files", {})["onnx"] = str(dst / ONNX)
     write_json(dst / REPORT, rep)
     from autoprune._io import write_text
@@ -117,4 +127,4 @@ def export(
     return export_dir(src, dst, onnx=onnx)
 
 
-__all__ = ["export", "export_dir", "export_onnx", "load_pruned_model"]
+__all__ = ["export", "export_dir", "export_onnx", "load_pruned_model", "model_io"]

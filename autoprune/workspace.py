@@ -46,8 +46,22 @@ class Workspace:
         return [la.name for la in self.layers]
 
     def load_data(self) -> Splits:
-        """The config's dataset (see :data:`autoprune.data.DATASETS`)."""
-        return load_dataset(self.config.dataset)
+        """The config's dataset (see :data:`autoprune.data.DATASETS`), checked against the
+        model: same input shape, as many classes as the model has outputs."""
+        data = load_dataset(self.config.dataset)
+        if data.input_shape != tuple(self.input_shape):
+            shape = "×".join(map(str, data.input_shape))
+            want = "×".join(map(str, self.input_shape))
+            raise ConfigError(
+                f"dataset images are {shape} but model {self.config.model!r} takes {want}: "
+                f"set input_size: {data.input_shape[-1]} (or dataset.image_size)"
+            )
+        if data.classes and len(data.classes) != self.config.num_classes:
+            raise ConfigError(
+                f"the dataset has {len(data.classes)} classes but num_classes is "
+                f"{self.config.num_classes}"
+            )
+        return data
 
     def profile_path(self) -> Path:
         """Where this config's profile lives: ``profile:`` if set, else the first profile in
@@ -172,7 +186,7 @@ class Workspace:
 
 def build_workspace(cfg: Config) -> Workspace:
     """Build the model, discover its prunable layers and resolve per-layer bounds."""
-    spec = model_spec(cfg.model, cfg.num_classes, cfg.input_size)
+    spec = model_spec(cfg.model, cfg.num_classes, cfg.input_size or cfg.dataset.image_size)
     model = build_model(cfg.model, cfg.num_classes, cfg.checkpoint)
     layers = discover(
         model, spec.input_shape, include=cfg.layers.include, exclude=cfg.layers.exclude

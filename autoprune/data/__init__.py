@@ -18,7 +18,11 @@ if TYPE_CHECKING:
     from autoprune.data.splits import Splits
 
 DATASETS: Registry[Callable[[DatasetConfig], Splits]] = Registry(
-    "dataset", {"cifar10": "autoprune.data.cifar10:load"}
+    "dataset",
+    {
+        "cifar10": "autoprune.data.cifar10:load",
+        "imagefolder": "autoprune.data.imagefolder:load",
+    },
 )
 
 _EXPORTS = {
@@ -34,7 +38,12 @@ _EXPORTS = {
 
 
 def load_dataset(cfg: DatasetConfig) -> Splits:
-    """The splits of the dataset ``cfg.name`` names, loaded as ``cfg`` says."""
+    """The splits of the dataset ``cfg.name`` names (a registered one, or your
+    ``package.module:factory``), loaded as ``cfg`` says."""
+    if ":" in cfg.name:
+        from autoprune.data.imagefolder import load_factory
+
+        return load_factory(cfg)
     return DATASETS.get(cfg.name)(cfg)
 
 

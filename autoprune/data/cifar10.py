@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from autoprune.data.splits import Split, Splits
+from autoprune.data.splits import Split, Splits, with_normalization
 from autoprune.errors import DataError, MemorizedValidationWarning
 
 if TYPE_CHECKING:
@@ -33,6 +33,18 @@ BUNDLE = ASSETS / "cifar10_bundle.npz"
 SHARED_CIFAR = Path(__file__).resolve().parents[2].parent / "shared/data/cifar10"
 SOURCES: tuple[str, ...] = ("bundled", "shared", "exact", "jpeg", "torchvision")
 HONEST = ("bundled", "shared")  # validation on test-set images outside the test split
+CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 EXACT_FILE, JPEG_FILE = "cifar10_exact_subset.npz", "cifar10_jpeg_q75_yoongikim.npz"
 
 
@@ -271,6 +283,7 @@ def load_cifar10(
         holdout=_tensor(parts["holdout"]) if "holdout" in parts else None,
         val_from_train=source not in HONEST,
         rows={name: (p.pool, p.rows) for name, p in parts.items()},
+        classes=CLASSES,
     )
 
 
@@ -286,13 +299,14 @@ def _stratified(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def load(cfg: DatasetConfig) -> Splits:
     """The dataset plug-in entry: CIFAR-10 splits as the config's ``dataset:`` section says."""
-    return load_cifar10(
+    splits = load_cifar10(
         cfg.source,
         root=cfg.root,
         val_size=cfg.val_size,
         train_limit=cfg.train_limit,
         seed=cfg.split_seed,
     )
+    return with_normalization(splits, cfg)
 
 
 __all__ = ["HONEST", "SOURCES", "load", "load_cifar10"]

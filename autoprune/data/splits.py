@@ -10,11 +10,16 @@ Four splits, each recorded by the original row numbers it holds:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from autoprune.config import DatasetConfig
 
 # akamaster's CIFAR ResNets were trained with ImageNet statistics.
 MEAN = (0.485, 0.456, 0.406)
@@ -23,10 +28,13 @@ STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Split:
-    """Images as uint8 ``(N, C, H, W)`` and int64 labels; normalized batch by batch."""
+    """Images as uint8 ``(N, C, H, W)`` and int64 labels; normalized batch by batch with the
+    dataset's ``mean``/``std`` (per channel, on the 0-1 scale)."""
 
     x: torch.Tensor
     y: torch.Tensor
+    mean: tuple[float, ...] = MEAN
+    std: tuple[float, ...] = STD
 
     def __len__(self) -> int:
         return len(self.y)
@@ -34,7 +42,8 @@ class Split:
     def batches(
         self, batch_size: int, *, shuffle: bool = False, augment: bool = False, seed: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield normalized float batches; ``augment`` = random crop (pad 4) + horizontal flip."""
+        """Yield normalized float batches; ``augment`` = random crop (padded by 1/8 of the size,
+        4 pixels at 32×32) + horizontal flip."""
         for _idx, x, y, _flip in self.indexed_batches(
             batch_size, shuffle=shuffle, augment=augment, seed=seed
         ):
@@ -52,20 +61,24 @@ class Split:
             flip = torch.zeros(len(idx), dtype=torch.bool)
             if augment:
                 x, flip = _augment(x, gen)
-            yield idx, normalize(x), self.y[idx], flip
+            yield idx, normalize(x, self.mean, self.std), self.y[idx], flip
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (x.float() / 255.0 - mean) / std
+def normalize(
+    x: torch.Tensor, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD
+) -> torch.Tensor:
+    """uint8 images → float, scaled to 0-1 and standardized per channel."""
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    return (x.float() / 255.0 - m) / s
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
-    dx = torch.randint(0, 9, (n,), generator=gen)
-    dy = torch.randint(0, 9, (n,), generator=gen)
+    pad = max(1, min(h, w) // 8)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     flip = torch.rand(n, generator=gen) < 0.5
     out = torch.empty_like(x)
     for i in range(n):
@@ -85,24 +98,39 @@ class Splits:
 
     train: Split
     val: Split
-    test: Split
+    test: Split | None
     source: str
     holdout: Split | None = None
     val_from_train: bool = False
     rows: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
 
     def reported(self) -> dict[str, Split]:
-        """The splits a report scores every model on: val, test and (if any) holdout."""
-        out = {"val": self.val, "test": self.test}
-        if self.holdout is not None:
-            out["holdout"] = self.holdout
-        return out
+        """The splits a report scores every model on: val, test and holdout (those present)."""
+        out = {"val": self.val, "test": self.test, "holdout": self.holdout}
+        return {k: v for k, v in out.items() if v is not None}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.x.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else int(self.train.y.max()) + 1
+
+    @property
+    def normalization(self) -> dict[str, list[float]]:
+        return {"mean": list(self.train.mean), "std": list(self.train.std)}
 
     def describe(self) -> dict[str, object]:
         """Sizes and provenance of each split, for reports and results files."""
         return {
             "source": self.source,
             "val_from_train": self.val_from_train,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            **self.normalization,
             **{
                 name: {"images": len(self.rows[name][1]), "pool": self.rows[name][0]}
                 for name in self.rows
@@ -110,4 +138,29 @@ class Splits:
         }
 
 
-__all__ = ["MEAN", "STD", "Split", "Splits", "normalize"]
+def with_normalization(splits: Splits, cfg: DatasetConfig) -> Splits:
+    """``splits`` normalized with the config's ``mean``/``std`` when it names them."""
+    if cfg.mean is None or cfg.std is None:
+        return splits
+    mean, std = tuple(cfg.mean), tuple(cfg.std)
+    if len(mean) != splits.input_shape[0]:
+        from autoprune.errors import ConfigError
+
+        raise ConfigError(
+            f"dataset.mean has {len(mean)} values but the images have {splits.input_shape[0]} "
+            "channels"
+        )
+
+    def norm(split: Split) -> Split:
+        return dataclasses.replace(split, mean=mean, std=std)
+
+    return dataclasses.replace(
+        splits,
+        train=norm(splits.train),
+        val=norm(splits.val),
+        test=norm(splits.test) if splits.test is not None else None,
+        holdout=norm(splits.holdout) if splits.holdout is not None else None,
+    )
+
+
+__all__ = ["MEAN", "STD", "Split", "Splits", "normalize", "with_normalization"]
