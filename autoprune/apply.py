@@ -182,6 +182,7 @@ def final_finetune(
         teacher=ws.model,
         val=data.val,
         progress=lambda s, n, _loss: report("final fine-tune", s, n),
+        device=ws.compute,
     )
 
 

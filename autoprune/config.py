@@ -33,6 +33,7 @@ class FinetuneConfig:
         distill_targets: ``cached`` looks the teacher's logits up from one pass over each train
             image and its mirror image (crop offsets ignored; see :class:`Teacher`), ``online``
             runs the teacher on every augmented batch (exact, slower).
+        amp: mixed precision (float16 on CUDA with loss scaling, bfloat16 on the CPU).
         iterative_steps: prune → fine-tune rounds (1 = one-shot; see :mod:`autoprune.schedule`).
         patience: early stop after this many validation checks without improvement, keeping
             the best weights (0 = off; needs a validation split).
@@ -49,6 +50,7 @@ class FinetuneConfig:
     distill: float = 0.0
     temperature: float = 4.0
     distill_targets: str = "cached"
+    amp: bool = False
     iterative_steps: int = 1
     patience: int = 0
     eval_every: int = 0
@@ -87,10 +89,14 @@ class LayersConfig:
 
 @dataclass(frozen=True)
 class DeviceConfig:
+    """Where latency is measured (``device``, ``threads``, ``batch``, ``runtime`` = the latency
+    backend) and where fine-tuning runs (``train``: auto = the GPU when there is one)."""
+
     device: str = "cpu"
     threads: int = 1
     batch: int = 1
-    runtime: str = "torch"  # torch | onnxruntime (what latency is measured with)
+    runtime: str = "torch"  # a latency backend: torch | onnxruntime
+    train: str = "auto"  # auto | cpu | cuda[:N]
 
 
 @dataclass(frozen=True)

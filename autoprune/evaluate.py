@@ -12,8 +12,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
+import torch
 from torch import nn
 
+from autoprune._device import free_cuda_memory
 from autoprune._threads import torch_threads
 from autoprune.data import Split
 from autoprune.errors import EvaluationError
@@ -41,6 +43,8 @@ class Evaluator:
         eval_batch_size: images per batch when scoring.
         teacher: distillation targets for ``finetune_cfg.distill`` (default: the dense model,
             its logits cached per train image when the recipe says ``cached``).
+        device: where the pruned copy is fine-tuned and scored (``cuda`` in a Ray task with a
+            GPU is the GPU Ray assigned); the dense model stays where it is.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class Evaluator:
         threads: int | None = None,
         eval_batch_size: int = 512,
         teacher: Teacher | None = None,
+        device: str = "cpu",
     ) -> None:
         self.model = model.eval()
         self.layers = layers
@@ -66,10 +71,11 @@ class Evaluator:
         self.finetune_cfg = finetune_cfg
         self.threads = threads
         self.eval_batch_size = eval_batch_size
+        self.device = device
         if teacher is None and finetune_cfg.distill > 0:
             with torch_threads(threads):
                 teacher = (
-                    Teacher.cached(model, train)
+                    Teacher.cached(model, train, device=device)
                     if finetune_cfg.distill_targets == "cached"
                     else Teacher(model)
                 )
@@ -93,14 +99,18 @@ class Evaluator:
         self, policy: PruningPolicy, seed: int = 0, steps: int | None = None
     ) -> EvalResult:
         with torch_threads(self.threads):
-            return self._evaluate(
-                policy, seed, self.finetune_cfg.steps if steps is None else steps
-            )
+            try:
+                return self._evaluate(
+                    policy, seed, self.finetune_cfg.steps if steps is None else steps
+                )
+            except torch.cuda.OutOfMemoryError as e:  # this candidate fails; the search goes on
+                free_cuda_memory()
+                raise EvaluationError(f"out of GPU memory: {str(e).splitlines()[0]}") from e
 
     def _evaluate(self, policy: PruningPolicy, seed: int, steps: int) -> EvalResult:
         t0 = time.perf_counter()
         try:
-            pruned = self.prune(policy)
+            pruned = self.prune(policy).to(self.device)
         except Exception as e:
             raise EvaluationError(f"pruning failed: {e}") from e
         cfg = self.finetune_cfg

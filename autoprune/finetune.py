@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autoprune._device import autocast, model_device, on_device
 from autoprune.config import FinetuneConfig
 from autoprune.data import Split
 
@@ -24,29 +26,42 @@ class Teacher:
 
     def __init__(self, model: nn.Module, logits: torch.Tensor | None = None) -> None:
         self.model = model
-        self.logits = logits  # (2, N, classes): plain and mirrored, or None (online)
+        self.logits = logits  # (2, N, classes) on the CPU: plain and mirrored; None: online
+        self._copies: dict[torch.device, nn.Module] = {}
 
     @classmethod
     @torch.inference_mode()
-    def cached(cls, model: nn.Module, train: Split, batch_size: int = 500) -> Teacher:
-        model.eval()
+    def cached(
+        cls, model: nn.Module, train: Split, batch_size: int = 500, device: str = "cpu"
+    ) -> Teacher:
+        """Logits of every train image and its mirror, computed on ``device``."""
+        net = on_device(model, device)
         out = []
         for flip in (False, True):
             rows = []
             for x, _ in train.batches(batch_size):
-                rows.append(model(x.flip(-1) if flip else x))
+                x = x.to(device)
+                rows.append(net(x.flip(-1) if flip else x).cpu())
             out.append(torch.cat(rows))
         return cls(model, torch.stack(out))
 
     def __call__(self, idx: torch.Tensor, flip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.logits is not None:
-            return self.logits[flip.long(), idx]
+            return self.logits[flip.long(), idx].to(x.device, non_blocking=True)
+        if x.device not in self._copies:  # the dense model stays where its owner keeps it
+            self._copies[x.device] = on_device(self.model, x.device)
         with torch.no_grad():
-            return self.model.eval()(x)
+            return self._copies[x.device](x)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_copies": {}}  # device copies are rebuilt where it runs
 
 
 def as_teacher(
-    teacher: nn.Module | Teacher | None, train: Split, cfg: FinetuneConfig
+    teacher: nn.Module | Teacher | None,
+    train: Split,
+    cfg: FinetuneConfig,
+    device: str | torch.device = "cpu",
 ) -> Teacher | None:
     """The teacher ``cfg`` asks for: ``None`` without distillation, cached or online logits."""
     if teacher is None or cfg.distill <= 0:
@@ -55,7 +70,9 @@ def as_teacher(
         if teacher.logits is not None and len(teacher.logits[0]) != len(train):
             return Teacher(teacher.model)  # cached for another split: run it online
         return teacher if cfg.distill_targets == "cached" else Teacher(teacher.model)
-    return Teacher.cached(teacher, train) if cfg.distill_targets == "cached" else Teacher(teacher)
+    if cfg.distill_targets == "cached":
+        return Teacher.cached(teacher, train, device=str(device))
+    return Teacher(teacher)
 
 
 def distill_loss(
@@ -70,6 +87,17 @@ def distill_loss(
     return (1 - cfg.distill) * loss + cfg.distill * kd * t * t
 
 
+def _optimizer(model: nn.Module, cfg: FinetuneConfig, total: int) -> tuple[Any, Any]:
+    opt = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.momentum > 0,
+    )
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+
+
 def finetune(
     model: nn.Module,
     train: Split,
@@ -80,7 +108,8 @@ def finetune(
     val: Split | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> float:
-    """Train ``model`` in place for ``cfg.total_steps`` steps; return the mean loss of the last 20.
+    """Train ``model`` in place, on the device it lives on, for ``cfg.total_steps`` steps
+    (mixed precision with ``cfg.amp``); return the mean loss of the last 20.
 
     With ``cfg.patience`` and a ``val`` split, stops early when validation accuracy has not
     improved for ``patience`` checks and restores the best weights seen.
@@ -88,18 +117,13 @@ def finetune(
     total = cfg.total_steps(len(train))
     if total <= 0:
         return float("nan")
+    device = model_device(model)
     check = cfg.eval_every or math.ceil(len(train) / cfg.batch_size)
     stopper = _EarlyStop(model, val, cfg.patience) if cfg.patience > 0 and val else None
     torch.manual_seed(seed)
-    opt = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        nesterov=cfg.momentum > 0,
-    )
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    targets = as_teacher(teacher, train, cfg)
+    opt, sched = _optimizer(model, cfg, total)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    targets = as_teacher(teacher, train, cfg, device)
     model.train()
     losses: list[float] = []
     step, epoch = 0, 0
@@ -107,11 +131,15 @@ def finetune(
         for idx, x, y, flip in train.indexed_batches(
             cfg.batch_size, shuffle=True, augment=cfg.augment, seed=seed + epoch
         ):
-            logits = model(x)
-            loss = distill_loss(logits, y, targets(idx, flip, x) if targets else None, cfg)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast(device, cfg.amp):
+                logits = model(x)
+                target = targets(idx, flip, x) if targets else None
+            loss = distill_loss(logits.float(), y, None if target is None else target.float(), cfg)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             losses.append(float(loss.detach()))
             step += 1
@@ -153,11 +181,12 @@ class _EarlyStop:
 
 @torch.inference_mode()
 def accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
-    """Top-1 accuracy (0-100) of ``model`` on ``split``."""
+    """Top-1 accuracy (0-100) of ``model`` on ``split``, on the device the model lives on."""
     model.eval()
+    device = model_device(model)
     correct = 0
     for x, y in split.batches(batch_size):
-        correct += int((model(x).argmax(1) == y).sum())
+        correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
     return 100.0 * correct / max(len(split), 1)
 
 

@@ -16,6 +16,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from autoprune._device import probe_input
+
 ROOT_TYPES = (nn.Conv2d, nn.Linear)
 
 
@@ -60,7 +62,7 @@ def module_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str,
     ]
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_shape))
+            model.eval()(probe_input(model, input_shape))
     finally:
         for h in hooks:
             h.remove()
@@ -82,7 +84,7 @@ def module_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str,
 
 def build_graph(model: nn.Module, input_shape: tuple[int, ...]) -> tp.DependencyGraph:
     return tp.DependencyGraph().build_dependency(
-        model, example_inputs=torch.zeros(1, *input_shape), verbose=False
+        model, example_inputs=probe_input(model, input_shape), verbose=False
     )
 
 
@@ -100,7 +102,7 @@ def _still_valid(
     root_group(dg, trial.get_submodule(name), [0]).prune(record_history=False)
     try:
         with torch.no_grad():
-            out = trial(torch.zeros(1, *input_shape))
+            out = trial(probe_input(trial, input_shape))
     except RuntimeError:
         return False
     return out.shape == out_shape
@@ -125,7 +127,7 @@ def discover(
     dg = build_graph(model, input_shape)
     names = {m: n for n, m in model.named_modules()}
     with torch.no_grad():
-        out_shape = model(torch.zeros(1, *input_shape)).shape
+        out_shape = model(probe_input(model, input_shape)).shape
     order = {n: i for i, n in enumerate(module_geometry(model, input_shape))}
     found = []
     for group in dg.get_all_groups(root_module_types=ROOT_TYPES):

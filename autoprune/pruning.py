@@ -11,6 +11,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as nn_prune
 
+from autoprune._device import probe_input
 from autoprune.errors import PolicyError
 from autoprune.policy import Mode, PruningPolicy, kept_channels
 from autoprune.prunable import ROOT_TYPES, PrunableLayer, build_graph, root_group
@@ -68,7 +69,7 @@ def prune_structured(
         model = copy.deepcopy(model)
     model.eval()
     with torch.no_grad():
-        out_shape = model(torch.zeros(1, *input_shape)).shape
+        out_shape = model(probe_input(model, input_shape)).shape
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     dg = build_graph(model, input_shape)
     importance = _importance()
@@ -91,7 +92,7 @@ def check_forward(model: nn.Module, input_shape: tuple[int, ...], out_shape: tor
     """Run a forward pass; raise :class:`PolicyError` if it fails or the output shape changed."""
     try:
         with torch.no_grad():
-            out = model(torch.zeros(1, *input_shape))
+            out = model(probe_input(model, input_shape))
     except RuntimeError as e:
         raise PolicyError(f"pruned model does not run: {str(e).splitlines()[0]}") from e
     if out.shape != out_shape:
@@ -202,7 +203,7 @@ def with_sparsity(
 
 def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
     """MACs at batch 1 and parameter count."""
-    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
+    macs, params = tp.utils.count_ops_and_params(model, probe_input(model, input_shape))
     return int(macs), int(params)
 
 

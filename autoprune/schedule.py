@@ -29,8 +29,10 @@ def prune_and_finetune(
     teacher: nn.Module | Teacher | None = None,
     val: Split | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    device: str = "cpu",
 ) -> nn.Module:
-    """Return ``dense`` pruned to ``policy`` and fine-tuned with ``cfg``.
+    """Return ``dense`` pruned to ``policy`` and fine-tuned with ``cfg`` on ``device`` (the
+    result is back on the CPU; ``dense`` is never moved).
 
     With ``cfg.iterative_steps = N > 1`` round ``k`` prunes each layer to the channel count of
     ``k / N`` of its ratio (channels ranked again on the fine-tuned weights) and fine-tunes for
@@ -39,11 +41,12 @@ def prune_and_finetune(
     Magnitude masks (hybrid/unstructured) stay attached while fine-tuning, so zeros stay zero.
     """
     rounds = cfg.iterative_steps if policy.mode != "unstructured" else 1
-    teacher = as_teacher(teacher, train, cfg)  # cached logits are computed once for all rounds
+    # cached logits are computed once for all rounds
+    teacher = as_teacher(teacher, train, cfg, device)
     if rounds <= 1:
-        model = apply_policy(dense, policy, layers, input_shape, permanent=False)
+        model = apply_policy(dense, policy, layers, input_shape, permanent=False).to(device)
         finetune(model, train, cfg, seed=seed, teacher=teacher, val=val, progress=progress)
-        return make_permanent(model)
+        return make_permanent(model).cpu()
     per = max(1, cfg.total_steps(len(train)) // rounds)
     round_cfg = dataclasses.replace(cfg, steps=per, epochs=None)
     model = copy.deepcopy(dense)
@@ -59,7 +62,7 @@ def prune_and_finetune(
             policy.model, {n: (current[n] - target[n]) / current[n] for n in current}, round_to=1
         )
         now = [dataclasses.replace(la, channels=current[la.name]) for la in layers]
-        model = prune_structured(model, step, now, input_shape, inplace=True)
+        model = prune_structured(model.cpu(), step, now, input_shape, inplace=True)
         current = target
         if k == rounds:
             apply_sparsity(model, policy, permanent=False)
@@ -68,8 +71,9 @@ def prune_and_finetune(
             if progress is not None:
                 progress(per * (k - 1) + s, per * rounds, loss)
 
+        model.to(device)
         finetune(model, train, round_cfg, seed=seed + k, teacher=teacher, val=val, progress=tick)
-    return make_permanent(model)
+    return make_permanent(model).cpu()
 
 
 __all__ = ["prune_and_finetune"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
+from autoprune._device import resolve_device
 from autoprune.budget import LatencyBudget, check_feasible
 from autoprune.config import Config
 from autoprune.data import load_dataset
@@ -81,6 +82,12 @@ class Workspace:
         name = re.sub(r"\((r|tm)\)", "", self.device_name.lower())
         slug = "-".join(re.findall(r"[a-z0-9]+", name))
         return default.with_name(f"{default.stem}-{slug}.json")
+
+    @property
+    def compute(self) -> str:
+        """Where fine-tuning and scoring run (``device.train`` resolved: auto → the GPU when
+        there is one)."""
+        return resolve_device(self.config.device.train)
 
     @property
     def device_name(self) -> str:
@@ -181,6 +188,7 @@ class Workspace:
             threads=threads,
             eval_batch_size=self.config.eval_batch_size,
             teacher=teacher,
+            device=self.compute,
         )
 
 
@@ -201,6 +209,7 @@ def build_workspace(cfg: Config) -> Workspace:
             )
     dev = DeviceSpec(cfg.device.device, cfg.device.threads, cfg.device.batch, cfg.device.runtime)
     backend_for(dev)  # refuse a device this machine lacks before anything is built
+    resolve_device(cfg.device.train)
     return Workspace(cfg, spec, model, layers, cfg.max_ratio([la.name for la in layers]), dev)
 
 

@@ -40,9 +40,10 @@ class Tiny:
             FinetuneConfig(steps=steps, batch_size=16),
         )
 
-    def context(self, run_dir: Path, budget_share: float = 0.5):
+    def context(self, run_dir: Path, budget_share: float = 0.5, scores: bool = False):
         """A SearchContext whose budget lies ``budget_share`` of the way from the fastest
-        reachable latency to dense."""
+        reachable latency to dense (``scores``: with the dense model's channel scores, which
+        global magnitude pruning needs)."""
         from autoprune.policy import PruningPolicy
         from autoprune.search import SearchContext
 
@@ -59,7 +60,7 @@ class Tiny:
             budget,
             run_dir,
             seed=0,
-            channel_scores=channel_scores(self.model, self.layers, (3, 32, 32)),
+            channel_scores=channel_scores(self.model, self.layers, (3, 32, 32)) if scores else {},
         )
 
 

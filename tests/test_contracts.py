@@ -40,7 +40,7 @@ class TestSearcherContract:
 
     def _run(self, tiny, run_dir: Path, name: str, n: int, fail_on: int | None = None):
         run_dir.mkdir(parents=True, exist_ok=True)
-        ctx = tiny.context(run_dir)
+        ctx = tiny.context(run_dir, scores=True)
         cfg = dataclasses.replace(Config(), amc=FAST_AMC)
         searcher = make_searcher(name, ctx, cfg)
         log = TrialLog(run_dir, searcher.name)
@@ -141,8 +141,22 @@ class TestDatasetContract:
     recorded, and the held-out splits disjoint from each other."""
 
     @pytest.fixture(params=DATASETS.names())
-    def splits(self, request: pytest.FixtureRequest):
-        return load_dataset(DatasetConfig(name=request.param, val_size=64, train_limit=128))
+    def splits(self, request: pytest.FixtureRequest, tmp_path_factory):
+        """A small instance of each registered dataset (a new one adds its line here)."""
+        from tests.test_datasets import write_tree
+
+        small = {
+            "cifar10": lambda: DatasetConfig(val_size=64, train_limit=128),
+            "imagefolder": lambda: DatasetConfig(
+                name="imagefolder",
+                root=str(
+                    write_tree(tmp_path_factory.mktemp("tree"), {"train": 8, "val": 4, "test": 4})
+                ),
+                image_size=24,
+            ),
+        }
+        assert request.param in small, f"give dataset {request.param!r} a contract config"
+        return load_dataset(small[request.param]())
 
     def test_splits_hold_images_and_labels(self, splits) -> None:
         for name, split in {"train": splits.train, **splits.reported()}.items():

@@ -26,14 +26,16 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from autoprune.config import DatasetConfig
 from autoprune.data.splits import Split, Splits, with_normalization
 from autoprune.errors import DataError, MemorizedValidationWarning
+
+if TYPE_CHECKING:
+    from autoprune.config import DatasetConfig
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -10,22 +9,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from autoprune._device import on_device
 from autoprune._threads import torch_threads
 from autoprune.errors import ConfigError
 from autoprune.hardware.backends._base import LatencyBackend, Runner
 
 if TYPE_CHECKING:
     from autoprune.prunable import ModuleGeometry
-
-
-def on_device(model: nn.Module, device: str) -> nn.Module:
-    """``model`` in eval mode on ``device``: the model itself if it already is, else a copy
-    (never moved or switched to eval in place under its owner)."""
-    param = next(iter(model.parameters()), None)
-    here = param is None or param.device == torch.device(device)
-    if here and not model.training:
-        return model
-    return copy.deepcopy(model).eval().to(device)
 
 
 def layer_module(g: ModuleGeometry, c_in: int, c_out: int) -> nn.Module:
@@ -80,4 +70,4 @@ class TorchBackend(LatencyBackend):
         return out
 
 
-__all__ = ["TorchBackend", "layer_module", "on_device"]
+__all__ = ["TorchBackend", "layer_module"]
