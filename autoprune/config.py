@@ -107,6 +107,7 @@ class SearchConfig:
     seed: int = 0
     parallel: int = 1
     startup_trials: int = 10
+    round_to: list[int] | None = None  # optuna: also search the channel multiple among these
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class Config:
     mode: str = "structured"  # structured | hybrid (+ magnitude sparsity at apply) | unstructured
     sparsity: float = 0.0  # hybrid/unstructured: share of remaining conv/linear weights zeroed
     sparsity_scope: str = "layer"  # layer (same share per layer) | global (one threshold)
-    round_to: int = 1
+    round_to: int | None = None  # channel multiple; None = the latency backend's (1 CPU, 8 GPU)
     budget: str = "0.5"
     budget_margin: float = 0.03  # search aims this share under the budget (predictor error)
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -285,8 +286,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"layers.bounds.{name} (min keep) must lie in (0, 1], got {keep}")
     if not 0 <= cfg.budget_margin < 0.5:
         raise ConfigError(f"budget_margin must lie in [0, 0.5), got {cfg.budget_margin}")
-    if cfg.round_to < 1:
+    if cfg.round_to is not None and cfg.round_to < 1:
         raise ConfigError(f"round_to must be ≥ 1, got {cfg.round_to}")
+    if any(r < 1 for r in cfg.search.round_to or []):
+        raise ConfigError(f"search.round_to choices must be ≥ 1, got {cfg.search.round_to}")
     if not 0 <= cfg.sparsity < 1 or (cfg.mode != "structured") != (cfg.sparsity > 0):
         raise ConfigError(
             f"sparsity must lie in [0, 1) and be > 0 exactly when mode is hybrid or "

@@ -84,6 +84,14 @@ class Workspace:
         return default.with_name(f"{default.stem}-{slug}.json")
 
     @property
+    def round_to(self) -> int:
+        """Channel counts are multiples of this: the config's ``round_to``, else the latency
+        backend's default (1 on CPUs, 8 on GPUs); with searched choices, their smallest."""
+        if self.config.search.round_to:
+            return min(self.config.search.round_to)
+        return self.config.round_to or backend_for(self.device).default_round_to
+
+    @property
     def compute(self) -> str:
         """Where fine-tuning and scoring run (``device.train`` resolved: auto → the GPU when
         there is one)."""
@@ -112,7 +120,7 @@ class Workspace:
             self.input_shape,
             self.device,
             max_ratio=self.max_ratio,
-            round_to=self.config.round_to,
+            round_to=self.round_to,
             grid_points=self.config.profile_grid_points,
             repeats=repeats,
             min_time_s=min_time_s,
@@ -147,9 +155,7 @@ class Workspace:
         """Resolve the config's (or given) budget against the profile's measured dense latency and
         check it is reachable."""
         ms = LatencyBudget.parse(budget or self.config.budget).resolve(profile.dense_ms)
-        check_feasible(
-            LUTPredictor(profile), self.config.model, self.max_ratio, ms, self.config.round_to
-        )
+        check_feasible(LUTPredictor(profile), self.config.model, self.max_ratio, ms, self.round_to)
         return ms
 
     def search_context(
@@ -161,12 +167,13 @@ class Workspace:
             cfg.model,
             self.layer_names,
             self.max_ratio,
-            cfg.round_to,
+            self.round_to,
             LUTPredictor(profile),
             budget_ms,
             run_dir,
             cfg.search.seed if seed is None else seed,
             channel_scores=channel_scores(self.model, self.layers, self.input_shape),
+            round_to_choices=tuple(cfg.search.round_to or ()),
         )
 
     def evaluator(

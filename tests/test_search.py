@@ -128,6 +128,20 @@ def test_weak_candidates_stop_early_and_curves_reach_the_study(tiny, tmp_path: P
     assert sum(t.state == optuna.trial.TrialState.PRUNED for t in trials) == states.count("PRUNED")
 
 
+def test_optuna_searches_the_channel_multiple_too(tiny, tmp_path: Path) -> None:
+    ctx = dataclasses.replace(tiny.context(tmp_path), round_to_choices=(1, 4))
+    searcher = make_searcher("optuna", ctx, Config())
+    log = TrialLog(tmp_path, searcher.name)
+    fake = FakeEvaluator(tiny.predictor, [la.name for la in tiny.layers])
+    run_search(searcher, LocalPool(fake), log, 6, ledger=_ledger(tmp_path))
+    multiples = {r["policy"]["round_to"] for r in log.records}
+    assert multiples <= {1, 4} and len(multiples) == 2
+    for rec in log.records:
+        if rec["policy"]["round_to"] == 4:  # kept channels are multiples of 4 (or the layer)
+            assert all(k % 4 == 0 or k < 4 for k in rec["kept"].values())
+        assert rec["predicted_ms"] <= ctx.budget_ms + 1e-9
+
+
 def test_evaluator_is_deterministic(tiny) -> None:
     ev = _evaluator(tiny)
     pol = PruningPolicy("resnet8", dict.fromkeys(tiny.max_ratio, 0.4))

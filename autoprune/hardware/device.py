@@ -44,7 +44,8 @@ class DeviceSpec:
         """A short file-name-safe id, e.g. ``cpu-t1-b1``."""
         dev = self.device.replace(":", "")
         tag = f"{dev}-t{self.threads}-b{self.batch}" if dev == "cpu" else f"{dev}-b{self.batch}"
-        return "ort-" + tag if self.runtime == "onnxruntime" else tag
+        prefix = {"torch": "", "onnxruntime": "ort-"}.get(self.runtime, f"{self.runtime}-")
+        return prefix + tag
 
 
 def device_name(device: str) -> str:

@@ -32,11 +32,17 @@ class SearchContext:
     run_dir: Path
     seed: int = 0
     channel_scores: Mapping[str, Sequence[float]] = field(default_factory=dict)  # dense model's
+    round_to_choices: tuple[int, ...] = ()  # channel multiples a searcher may choose among
 
-    def fit(self, ratios: Mapping[str, float], **metadata: Any) -> PruningPolicy:
-        """A policy from raw ratios, moved onto the budget (see :func:`fit_to_budget`)."""
+    def fit(
+        self, ratios: Mapping[str, float], round_to: int | None = None, **metadata: Any
+    ) -> PruningPolicy:
+        """A policy from raw ratios (channel counts multiples of ``round_to``, default the
+        context's), moved onto the budget (see :func:`fit_to_budget`)."""
         raw = PruningPolicy(
-            self.model, {n: float(ratios.get(n, 0.0)) for n in self.layers}, round_to=self.round_to
+            self.model,
+            {n: float(ratios.get(n, 0.0)) for n in self.layers},
+            round_to=round_to or self.round_to,
         )
         fitted = fit_to_budget(raw, self.max_ratio, self.predictor, self.budget_ms)
         return fitted.with_metadata(**metadata)

@@ -69,10 +69,14 @@ class OptunaSearcher(Searcher):
         trial = self.study.ask()
         raw = {n: trial.suggest_float(n, 0.0, self.ctx.max_ratio[n]) for n in self.ctx.layers}
         meta = {"searcher": f"optuna-{self.kind}", "trial": trial.number}
+        choices = self.ctx.round_to_choices
+        round_to = int(trial.suggest_categorical("round_to", choices)) if choices else None
         if self.multi:
-            policy = PruningPolicy(self.ctx.model, raw, round_to=self.ctx.round_to, metadata=meta)
+            policy = PruningPolicy(
+                self.ctx.model, raw, round_to=round_to or self.ctx.round_to, metadata=meta
+            )
         else:
-            policy = self.ctx.fit(raw, **meta)
+            policy = self.ctx.fit(raw, round_to, **meta)
         over = violation(self.ctx.predictor.predict(policy), self.ctx.budget_ms)
         trial.set_constraint("latency_ms", over)
         trial.set_user_attr("owner", "sampler")

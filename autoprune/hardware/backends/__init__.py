@@ -18,7 +18,9 @@ BACKENDS: Registry[type[LatencyBackend]] = Registry(
     "latency backend",
     {
         "torch": "autoprune.hardware.backends.eager:TorchBackend",
+        "torch-compile": "autoprune.hardware.backends.eager:TorchCompileBackend",
         "onnxruntime": "autoprune.hardware.backends.ort:OnnxRuntimeBackend",
+        "tensorrt": "autoprune.hardware.backends.ort:TensorRTBackend",
     },
 )
 

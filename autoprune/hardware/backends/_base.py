@@ -44,6 +44,13 @@ class LatencyBackend(ABC):
         """A zero-argument callable running one conv/linear layer of ``geometry`` resized to
         ``c_in`` → ``c_out`` channels (the profile's table entries)."""
 
+    @property
+    def default_round_to(self) -> int:
+        """Channel counts this backend runs fastest at multiples of, the default ``round_to``:
+        1 on CPUs (measured: no steps at multiples of 8, benchmarks/results/channel_rounding.md),
+        8 on GPUs (tensor-core tiles)."""
+        return 8 if self.spec.cuda else 1
+
     def synchronize(self) -> None:  # noqa: B027 - optional hook
         """Wait for work the runners started asynchronously (default: none)."""
 

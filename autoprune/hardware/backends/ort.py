@@ -43,8 +43,11 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic_batc
         )
 
 
-def session(model: bytes | str | Path, threads: int) -> Any:
-    """A CPU InferenceSession pinned to ``threads`` intra-op threads, all graph optimizations."""
+def session(
+    model: bytes | str | Path, threads: int, providers: tuple[str, ...] = ("CPUExecutionProvider",)
+) -> Any:
+    """An InferenceSession on ``providers``, ``threads`` intra-op threads, all graph
+    optimizations."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -54,7 +57,7 @@ def session(model: bytes | str | Path, threads: int) -> Any:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(src, opts, providers=list(providers))
 
 
 def op_runner(
@@ -69,6 +72,7 @@ def op_runner(
     in_hw: tuple[int, ...],
     batch: int,
     threads: int,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
 ) -> Any:
     """A callable running one conv (or linear) layer of this geometry in ONNX Runtime."""
     from onnx import TensorProto, helper, numpy_helper
@@ -104,26 +108,40 @@ def op_runner(
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = min(proto.ir_version, 9)
-    sess = session(proto.SerializeToString(), threads)
+    sess = session(proto.SerializeToString(), threads, providers)
     feed = {"x": rng.standard_normal(x_shape).astype(np.float32)}
     return lambda: sess.run(None, feed)
 
 
 class OnnxRuntimeBackend(LatencyBackend):
-    """ONNX Runtime's CPU execution provider, ``spec.threads`` intra-op threads."""
+    """ONNX Runtime: its CPU execution provider on ``cpu`` (``spec.threads`` intra-op threads),
+    its CUDA execution provider on ``cuda`` when the installed onnxruntime has one."""
 
     name = "onnxruntime"
 
+    @property
+    def providers(self) -> tuple[str, ...]:
+        if self.spec.cuda:
+            return ("CUDAExecutionProvider", "CPUExecutionProvider")
+        return ("CPUExecutionProvider",)
+
     def check(self) -> None:
-        if self.spec.device != "cpu":
-            raise ConfigError("the onnxruntime runtime is measured on the cpu device only")
+        import onnxruntime
+
+        have = onnxruntime.get_available_providers()
+        if self.providers[0] not in have:
+            raise ConfigError(
+                f"the installed onnxruntime has no {self.providers[0]} (it has "
+                f"{', '.join(have)}); install an onnxruntime build that has it "
+                "(onnxruntime-gpu)"
+            )
 
     def model_runner(self, model: nn.Module, input_shape: tuple[int, ...]) -> Runner:
         x = torch.randn(self.spec.batch, *input_shape)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "m.onnx"
             to_onnx(model, x, path, dynamic_batch=False)  # exports a CPU copy
-            sess = session(path.read_bytes(), self.spec.threads)
+            sess = session(path.read_bytes(), self.spec.threads, self.providers)
         feed = {sess.get_inputs()[0].name: x.numpy()}
         return lambda: sess.run(None, feed)
 
@@ -139,6 +157,7 @@ class OnnxRuntimeBackend(LatencyBackend):
             in_hw=tuple(geometry.in_hw),
             batch=self.spec.batch,
             threads=self.spec.threads,
+            providers=self.providers,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -146,7 +165,23 @@ class OnnxRuntimeBackend(LatencyBackend):
 
         out = super().describe()
         out["versions"] = {**out["versions"], "onnxruntime": onnxruntime.__version__}
+        out["providers"] = list(self.providers)
         return out
 
 
-__all__ = ["OnnxRuntimeBackend", "op_runner", "session", "to_onnx"]
+class TensorRTBackend(OnnxRuntimeBackend):
+    """ONNX Runtime's TensorRT execution provider (falling back to CUDA for unsupported ops);
+    GPUs only, and only with an onnxruntime-gpu build that has it."""
+
+    name = "tensorrt"
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+    @property
+    def default_round_to(self) -> int:
+        return 8
+
+
+__all__ = ["OnnxRuntimeBackend", "TensorRTBackend", "op_runner", "session", "to_onnx"]
