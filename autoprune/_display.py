@@ -128,6 +128,10 @@ class Live:
     def step(title: str) -> None:
         out.rule(escape(title))
 
+    @staticmethod
+    def note(text: str) -> None:
+        out.print(escape(text))
+
 
 def print_sensitivity(res: Any, out_dir: Path, max_drop: float) -> None:
     out.print(escape(res.markdown()))

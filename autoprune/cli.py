@@ -115,7 +115,8 @@ def search(
     budget: str | None = typer.Option(None, help="Latency budget: 0.5, 50% or 2.5ms."),
     searcher: str | None = typer.Option(None, help="optuna | amc | random | uniform | global."),
     sampler: str | None = typer.Option(None, help="Optuna sampler: tpe | nsga2 | random."),
-    runtime: str | None = typer.Option(None, help="Budget latency for torch or onnxruntime."),
+    runtime: str | None = typer.Option(None, help="Latency backend (torch, onnxruntime, …)."),
+    device: str | None = typer.Option(None, help="Latency device: cpu or cuda[:N]."),
     trials: int | None = typer.Option(None, help="Number of candidates."),
     parallel: int | None = typer.Option(None, help="Evaluations in flight (Ray when > 1)."),
     seed: int | None = typer.Option(None, help="Search seed."),
@@ -139,6 +140,7 @@ def search(
         cfg = _config(config, {
             "budget": budget, "search.searcher": searcher, "search.sampler": sampler,
             "device.runtime": runtime, "search.parallel": parallel, "search.seed": seed,
+            "device.device": device,
         })  # fmt: skip
         if sensitivity is not None:
             cfg = bounded(cfg, sensitivity, max_drop)
@@ -262,8 +264,9 @@ def demo(
         given = {k: v for k, v in overrides.items() if v is not None}
         live = ui.Live(load_config(DEFAULT_CONFIG, given).search.trials)
         res = run_demo(
-            run_dir, given, step=live.step, progress=live.progress, on_result=live.on_result
-        )
+            run_dir, given, step=live.step, progress=live.progress, on_result=live.on_result,
+            note=live.note,
+        )  # fmt: skip
         ui.print_summary(res.search, run_dir)
         ui.out.rule("5/5 result")
         ui.print_report(res.exported)

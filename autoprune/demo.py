@@ -33,15 +33,17 @@ def run_demo(
     step: Callable[[str], None],
     progress: Callable[[], AbstractContextManager[Progress]],
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    note: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Run the demo into ``run_dir`` (emptied first). ``step(title)`` announces each stage;
-    ``progress()`` opens a progress display for the long ones."""
+    """Run the demo into ``run_dir`` (emptied first). ``step(title)`` announces each stage,
+    ``note(text)`` says what it found; ``progress()`` opens a progress display for the long
+    ones."""
     cfg = load_config(DEFAULT_CONFIG, overrides)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     ws = build_workspace(cfg)
     if ws.profile_path().is_file():
-        step(f"latency profile of this processor: {ws.profile_path()}")
+        note(f"latency profile of this processor: {ws.profile_path()}")
     else:  # a quick profile of this processor (the device fit corrects what it misses)
         step("0/5 profile this processor (quick)")
         cfg = cfg.replace(profile=str(run_dir / "profile.json"), profile_grid_points=6)

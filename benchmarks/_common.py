@@ -43,6 +43,28 @@ def provenance(
     }
 
 
+def wait_for_quiet(
+    max_wait_s: float = 900.0, threshold: float = 0.3, window_s: float = 5.0
+) -> float:
+    """Before a latency measurement: wait (up to ``max_wait_s``) until other processes keep
+    fewer than ``threshold`` CPUs busy over ``window_s``; return the CPUs they kept busy in the
+    last window (recorded with the numbers). Other work on a 2-core machine slows timings."""
+    import time
+
+    from autoprune.hardware.timing import _cpu_seconds
+
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        before, t0 = _cpu_seconds(), time.monotonic()
+        time.sleep(window_s)
+        after, wall = _cpu_seconds(), time.monotonic() - t0
+        if before is None or after is None:
+            return 0.0
+        busy = max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
+        if busy < threshold or time.monotonic() > deadline:
+            return busy
+
+
 def utc_now() -> str:
     """The time a number was taken, ISO 8601 in UTC."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
