@@ -104,3 +104,27 @@ def test_cli_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_names_print_as_written_no_emoji_or_markup() -> None:
+    """A model named ``mymodels:factory`` (rich would render ``:factory:`` as an emoji) or with
+    brackets prints exactly as written."""
+    from autoprune import _display as ui
+
+    stats = {"val_acc": 1.0, "latency_ms": 1.0, "macs": 1e6, "params": 1e3}
+    rep = {
+        "model": "mymodels:factory:[bold]x",
+        "dense": stats,
+        "pruned": stats,
+        "predicted_ms": 1.0,
+        "budget_ms": 1.0,
+        "within_budget": True,
+        "prediction_error": 0.0,
+        "device": {},
+        "files": {"policy": "runs/[x]/best_policy.json"},
+    }
+    with ui.out.capture() as cap:
+        ui.print_report(rep)
+    text = cap.get()
+    assert "mymodels:factory:[bold]x: dense vs pruned" in text
+    assert "runs/[x]/best_policy.json" in text and "🏭" not in text
