@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-out = Console(highlight=False, emoji=False)
+out = Console(highlight=False, emoji=False, log_path=False)
 err = Console(stderr=True, highlight=False, emoji=False)
 
 

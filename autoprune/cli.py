@@ -246,10 +246,10 @@ def export(
 def demo(
     ctx: typer.Context,
     run_dir: Path = typer.Option(Path("runs/demo"), help="Where the demo writes its run."),
-    trials: int | None = typer.Option(None, help="Candidates (default: the config's, 12)."),
+    trials: int | None = typer.Option(None, help="Candidates (default: the config's, 10)."),
     parallel: int | None = typer.Option(None, help="Evaluations in flight (Ray workers)."),
     searcher: str | None = typer.Option(None, help="optuna | amc | random | uniform | global."),
-    budget: str | None = typer.Option(None, help="Latency budget (default: the config's, 0.6)."),
+    budget: str | None = typer.Option(None, help="Latency budget (default: the config's, 0.7)."),
 ) -> None:
     """Offline end-to-end demo on the bundled ResNet-20 and CIFAR-10 images: profile, search,
     apply, export, report — under 10 minutes on 2 CPU cores."""
