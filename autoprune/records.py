@@ -6,7 +6,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +23,20 @@ if TYPE_CHECKING:
 
 TRIALS = "trials.jsonl"
 BEST = "best_policy.json"
+
+
+@contextmanager
+def _no_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C back until the block is done, so a trial's line and the best policy it makes
+    are written together (a SIGINT in between would leave a best trial with no best file)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @dataclass(frozen=True)
@@ -139,16 +157,21 @@ class TrialLog:
             )
         else:
             rec["error"] = error or "failed"
-        with self.path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.records.append(rec)
-        if state == "COMPLETE" and (self.best is None or result.accuracy > self.best["accuracy"]):  # type: ignore[union-attr]
-            self.best = rec
-            PruningPolicy.from_dict(rec["policy"]).with_metadata(
-                val_accuracy=rec["accuracy"], predicted_ms=rec["predicted_ms"], macs=rec["macs"]
-            ).save(self.best_path)
+        with _no_interrupt():
+            with self.path.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            self.records.append(rec)
+            if state == "COMPLETE" and (
+                self.best is None or rec["accuracy"] > self.best["accuracy"]
+            ):
+                self.best = rec
+                PruningPolicy.from_dict(rec["policy"]).with_metadata(
+                    val_accuracy=rec["accuracy"],
+                    predicted_ms=rec["predicted_ms"],
+                    macs=rec["macs"],
+                ).save(self.best_path)
         return rec
 
 
