@@ -249,7 +249,7 @@ def demo(
     trials: int | None = typer.Option(None, help="Candidates (default: the config's, 10)."),
     parallel: int | None = typer.Option(None, help="Evaluations in flight (Ray workers)."),
     searcher: str | None = typer.Option(None, help="optuna | amc | random | uniform | global."),
-    budget: str | None = typer.Option(None, help="Latency budget (default: the config's, 0.7)."),
+    budget: str | None = typer.Option(None, help="Latency budget (default: the config's, 0.8)."),
 ) -> None:
     """Offline end-to-end demo on the bundled ResNet-20 and CIFAR-10 images: profile, search,
     apply, export, report — under 10 minutes on 2 CPU cores."""
