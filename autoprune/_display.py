@@ -81,6 +81,17 @@ def print_summary(summary: Any, run_dir: Path) -> None:
         raise typer.Exit(130)
 
 
+def print_demo(res: Any, run_dir: Path) -> None:
+    """The demo's closing summary: the search, dense vs pruned, and where everything went."""
+    print_summary(res.search, run_dir)
+    out.rule("5/5 result")
+    print_report(res.exported)
+    out.print(
+        f"exports in [bold]{escape(str(run_dir / 'export'))}[/] (model.pt, best_policy.json, "
+        f"model.onnx, report.md); plots and report in [bold]{escape(str(res.report['html']))}[/]"
+    )
+
+
 def print_report(rep: dict[str, Any]) -> None:
     from rich.table import Table
 

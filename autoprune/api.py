@@ -16,6 +16,7 @@ from pathlib import Path
 
 from autoprune.apply import apply
 from autoprune.config import Config
+from autoprune.errors import ConfigError
 from autoprune.export import export
 from autoprune.hardware.profile import HardwareProfile
 from autoprune.pipeline import SearchOptions, search
@@ -36,6 +37,8 @@ def profile(
 ) -> tuple[HardwareProfile, Path]:
     """Measure the latency table of ``cfg``'s model on its device and save it (default: this
     processor's file in ``hardware_profiles/``); returns the profile and where it went."""
+    if any(b < 1 for b in sweep):
+        raise ConfigError(f"sweep batch sizes must be at least 1, got {list(sweep)}")
     ws = build_workspace(cfg)
     measured = ws.measure_profile(progress=progress, min_time_s=min_time_s, sweep=list(sweep))
     path = Path(out) if out else ws.profile_path()

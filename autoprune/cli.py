@@ -91,7 +91,6 @@ def profile(
     """Measure a per-layer latency table for a model on this device (hardware_profiles/*.json)."""
     with _errors(ctx):
         from autoprune import api
-        from autoprune.errors import ConfigError
 
         cfg = _config(config, {
             "model": model, "checkpoint": checkpoint, "device.device": device,
@@ -99,8 +98,6 @@ def profile(
             "profile_grid_points": grid_points,
         })  # fmt: skip
         batches = [int(b) for b in _numbers(sweep, "--sweep takes batch sizes like 1,16,64")]
-        if any(b < 1 for b in batches):
-            raise ConfigError("--sweep batch sizes must be at least 1")
         with ui.progress() as cb:
             prof, path = api.profile(
                 cfg, out=out_path, min_time_s=min_time, sweep=batches, progress=cb
@@ -164,11 +161,7 @@ def apply(
     finetune: bool = typer.Option(True, help="Run the final fine-tune recipe."),
     force: bool = typer.Option(False, help="Use a hardware profile that does not match."),
     fit_device: bool = typer.Option(
-        True,
-        "--fit-device/--keep-policy",
-        help=(
-            "Adjust the policy until its measured latency meets the budget, or apply it as saved."
-        ),
+        True, "--fit-device/--keep-policy", help="Fit the policy to the measured budget."
     ),
 ) -> None:
     """Apply the best policy, fit it to the budget as measured on the device, fine-tune it,
@@ -267,13 +260,7 @@ def demo(
             run_dir, given, step=live.step, progress=live.progress, on_result=live.on_result,
             note=live.note,
         )  # fmt: skip
-        ui.print_summary(res.search, run_dir)
-        ui.out.rule("5/5 result")
-        ui.print_report(res.exported)
-        ui.out.print(
-            f"exports in [bold]{run_dir / 'export'}[/] (model.pt, best_policy.json, model.onnx, "
-            f"report.md); plots and report in [bold]{escape(str(res.report['html']))}[/]"
-        )
+        ui.print_demo(res, run_dir)
 
 
 if __name__ == "__main__":  # pragma: no cover
