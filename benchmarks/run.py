@@ -1,6 +1,6 @@
 """Benchmark v2: do searched policies beat the obvious alternatives at the same measured latency?
 
-    python -m benchmarks.run --suite cpu-v2 [--resume]  # ResNet-20, 70 % and 50 %, ~7 h on 2 cores
+    python -m benchmarks.run --suite cpu-v2 [--resume]  # ResNet-20, 70 % and 50 %: ~12 h
     python -m benchmarks.run --suite smoke                # the same steps in ~2 min (tests use it)
     python -m benchmarks.run --suite gpu                  # ResNet-56 (needs CUDA; skips without)
 
