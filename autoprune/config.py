@@ -108,6 +108,8 @@ class SearchConfig:
     parallel: int = 1
     startup_trials: int = 10
     round_to: list[int] | None = None  # optuna: also search the channel multiple among these
+    # optuna: the first trials are these baselines' policies, so TPE starts from them
+    warm_start: list[str] = field(default_factory=lambda: ["uniform", "global"])
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,13 @@ def _validate_dataset(d: DatasetConfig) -> None:
         )
 
 
+def _validate_search(s: SearchConfig) -> None:
+    if set(s.warm_start) - {"uniform", "global"}:
+        raise ConfigError(f"search.warm_start takes uniform and/or global, got {s.warm_start}")
+    if any(r < 1 for r in s.round_to or []):
+        raise ConfigError(f"search.round_to choices must be ≥ 1, got {s.round_to}")
+
+
 def _validate(cfg: Config) -> None:
     if not 0 < cfg.layers.min_keep <= 1:
         raise ConfigError(f"layers.min_keep must lie in (0, 1], got {cfg.layers.min_keep}")
@@ -288,8 +297,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"budget_margin must lie in [0, 0.5), got {cfg.budget_margin}")
     if cfg.round_to is not None and cfg.round_to < 1:
         raise ConfigError(f"round_to must be ≥ 1, got {cfg.round_to}")
-    if any(r < 1 for r in cfg.search.round_to or []):
-        raise ConfigError(f"search.round_to choices must be ≥ 1, got {cfg.search.round_to}")
+    _validate_search(cfg.search)
     if not 0 <= cfg.sparsity < 1 or (cfg.mode != "structured") != (cfg.sparsity > 0):
         raise ConfigError(
             f"sparsity must lie in [0, 1) and be > 0 exactly when mode is hybrid or "

@@ -142,6 +142,25 @@ def test_optuna_searches_the_channel_multiple_too(tiny, tmp_path: Path) -> None:
         assert rec["predicted_ms"] <= ctx.budget_ms + 1e-9
 
 
+def test_optuna_starts_from_the_baselines_policies(tiny, tmp_path: Path) -> None:
+    ctx = tiny.context(tmp_path, scores=True)
+    searcher = make_searcher("optuna", ctx, Config())
+    log = TrialLog(tmp_path, searcher.name)
+    fake = FakeEvaluator(tiny.predictor, [la.name for la in tiny.layers])
+    run_search(searcher, LocalPool(fake), log, 4, ledger=_ledger(tmp_path))
+    first = sorted(log.records, key=lambda r: r["trial"])[:2]
+    for rec, name in zip(first, ["uniform", "global"], strict=True):
+        baseline = make_searcher(name, ctx, Config()).ask()
+        assert baseline is not None
+        got, want = rec["policy"]["ratios"], baseline.policy.ratios  # moved onto the budget
+        assert max(abs(got[n] - want[n]) for n in want) < 0.05, (name, got, want)
+        assert rec["predicted_ms"] <= ctx.budget_ms + 1e-9
+    # a resumed study does not queue them again
+    again = make_searcher("optuna", ctx, Config())
+    run_search(again, LocalPool(fake), log, 6, ledger=_ledger(tmp_path))
+    assert len(log.records) == 6
+
+
 def test_evaluator_is_deterministic(tiny) -> None:
     ev = _evaluator(tiny)
     pol = PruningPolicy("resnet8", dict.fromkeys(tiny.max_ratio, 0.4))

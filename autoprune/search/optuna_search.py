@@ -5,6 +5,7 @@ inform the sampler too."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -41,27 +42,52 @@ class OptunaSearcher(Searcher):
         sampler: ``tpe`` (default; constant liar so parallel trials spread out), ``nsga2`` or
             ``random``.
         startup_trials: random trials before TPE starts modelling.
+        warm_start: baseline searchers (``uniform``, ``global``) whose policies a new study
+            evaluates first: the sampler then models from strong, feasible points, and the
+            search cannot end below the baselines by its own score.
     """
 
     name = "optuna"
 
-    def __init__(self, ctx: SearchContext, sampler: str = "tpe", startup_trials: int = 10) -> None:
+    def __init__(
+        self,
+        ctx: SearchContext,
+        sampler: str = "tpe",
+        startup_trials: int = 10,
+        warm_start: Sequence[str] = (),
+    ) -> None:
         super().__init__(ctx)
         self.kind = sampler
         self.multi = sampler == "nsga2"
         self.startup_trials = startup_trials
+        self.warm_start = tuple(warm_start)
         self.study: optuna.Study | None = None
 
     @classmethod
     def from_config(cls, ctx: SearchContext, cfg: Config) -> OptunaSearcher:
-        return cls(ctx, sampler=cfg.search.sampler, startup_trials=cfg.search.startup_trials)
+        s = cfg.search
+        return cls(ctx, s.sampler, s.startup_trials, warm_start=s.warm_start)
 
     def attach(self, study: optuna.Study) -> None:
         # A resumed study gets a sampler seeded past its history: re-seeding with the original
         # seed would replay the first (random start-up) proposals and evaluate them twice.
-        seed = self.ctx.seed + len(study.get_trials(deepcopy=False))
-        study.sampler = make_sampler(self.kind, seed, self.startup_trials)
+        n = len(study.get_trials(deepcopy=False))
+        study.sampler = make_sampler(self.kind, self.ctx.seed + n, self.startup_trials)
         self.study = study
+        if n == 0:  # a new study: queue the baselines' policies first
+            for name in self.warm_start:
+                if name == "global" and not self.ctx.channel_scores:
+                    continue  # a context without the dense model's scores has no global policy
+                study.enqueue_trial(self.baseline_params(name), user_attrs={"warm_start": name})
+
+    def baseline_params(self, name: str) -> dict[str, float]:
+        """The ratios a baseline searcher proposes, as this searcher's parameters."""
+        from autoprune.search import SEARCHERS
+
+        proposal = SEARCHERS.get(name)(self.ctx).ask()
+        assert proposal is not None
+        ratios = proposal.policy.ratios
+        return {n: min(ratios.get(n, 0.0), self.ctx.max_ratio[n]) for n in self.ctx.layers}
 
     def ask(self) -> Proposal | None:
         if self.study is None:
