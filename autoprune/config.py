@@ -248,7 +248,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 
 def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(str(k) for k in set(data) - set(fields))  # YAML keys may be None, 1, …
     if unknown:
         raise ConfigError(
             f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}"
