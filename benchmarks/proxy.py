@@ -1,7 +1,8 @@
 """How well does the search's cheap score (the proxy) predict the accuracy after the final
 fine-tune? Spearman rank correlation over random feasible candidates at one budget.
 
-    python -m benchmarks.proxy [--budget 0.5] [--n 10] [--work runs/bench/cpu-v2]   # ~2.5 h
+    python -m benchmarks.proxy [--budget 0.5] [--n 10] [--final-epochs E] [--work WORK]
+    # ~2.5 h with the suite's 16-epoch recipe at 50 %, ~1 h with --final-epochs 4
 
 For ``--n`` random policies fitted to the budget (what a search's start-up phase proposes):
 
@@ -11,8 +12,8 @@ For ``--n`` random policies fitted to the budget (what a search's start-up phase
 - *after*: the multi-fidelity evaluator's score at each rung (100 / 300 / 900 steps on all
   50,000 train images, distillation from the dense model, validation on test-set images the
   checkpoint never saw);
-- *final*: the benchmark's final recipe at that budget; its validation accuracy is what the
-  proxies should rank correctly.
+- *final*: the benchmark's final recipe at that budget (or its ``--final-epochs`` version);
+  its validation accuracy is what the proxies should rank correctly.
 
 Reuses the profile and teacher logits of the ``cpu-v2`` work folder; every step is saved in
 ``WORK/proxy-<budget>/`` as it finishes, so a rerun resumes.
@@ -55,6 +56,13 @@ def _cached(path: Path, make: Any) -> Any:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = study_parser(__doc__ or "")
     ap.add_argument("--n", type=int, default=10, help="candidates (random feasible policies)")
+    ap.add_argument(
+        "--final-epochs",
+        type=float,
+        default=None,
+        help="epochs of the final recipe (default: the suite's at this budget); a shorter\n"
+        "one fits the study into a session and is named in the results",
+    )
     args = ap.parse_args(argv)
     bench = Bench(args.suite, args.work, args.suite, [])
     ws, profile, cfg = bench.ws, bench.profile, bench.cfg
@@ -109,7 +117,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     new = _cached(folder / "rungs.json", new_proxy)
 
     recipe = bench.recipe(args.budget)
-    finals_path = folder / "finals.json"
+    if args.final_epochs is not None:
+        recipe = dataclasses.replace(recipe, epochs=args.final_epochs)
+    finals_path = folder / f"finals-{recipe.epochs:g}ep.json"
     finals: dict[str, Any] = _cached(finals_path, dict)
     todo = [i for i in range(len(policies)) if str(i) not in finals]
     if todo:
