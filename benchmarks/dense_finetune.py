@@ -13,6 +13,7 @@ work folder (teacher logits, splits); the run is kept as ``WORK/budget-B/dense-f
 from __future__ import annotations
 
 import json
+import statistics
 from typing import Any
 
 from autoprune.policy import PruningPolicy
@@ -34,13 +35,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs.append(bench.final(args.budget, "dense-finetuned", nothing, seed))
     suite = args.results / f"{args.suite}.json"
     rows = json.loads(suite.read_text())["rows"] if suite.is_file() else []
-    b = args.budget
+    pruned = [{k: r[k] for k in ("method", "finals")} for r in rows if r["budget"] == args.budget]
     out = {
         "budget": args.budget,
         "recipe": runs[0]["recipe"],
         "dense": bench.dense,
         "dense_finetuned": runs,
-        "pruned": [{k: r[k] for k in ("method", "finals")} for r in rows if r["budget"] == b],
+        "pruned": pruned,
         "provenance": provenance(bench.profile.device, bench.profile.threads, bench.profile.batch),
     }
     save(f"dense_finetune-{args.budget}", out, _markdown(out), folder=args.results)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _mean(runs: list[dict[str, Any]], key: str) -> float:
-    return sum(r.get(key, 0.0) for r in runs) / len(runs)
+    return statistics.mean(r[key] for r in runs)
 
 
 def _markdown(out: dict[str, Any]) -> str:
@@ -66,7 +67,7 @@ def _markdown(out: dict[str, Any]) -> str:
         "| model | val (JPEG) | test (exact 1,017) | holdout (JPEG 5,000) | test drop vs "
         "dense-finetuned |",
         "|---|---:|---:|---:|---:|",
-        "| dense checkpoint | " + " | ".join(f"{dense.get(k, 0):.2f}" for k in keys) + " | |",
+        "| dense checkpoint | " + " | ".join(f"{dense[k]:.2f}" for k in keys) + " | |",
         "| dense, fine-tuned | " + " | ".join(f"{_mean(ft, k):.2f}" for k in keys) + " | |",
     ]
     for row in out["pruned"]:

@@ -2,7 +2,7 @@
 fine-tune? Spearman rank correlation over random feasible candidates at one budget.
 
     python -m benchmarks.proxy [--budget 0.5] [--n 10] [--final-epochs E] [--work WORK]
-    # ~2.5 h with the suite's 16-epoch recipe at 50 %, ~1 h with --final-epochs 4
+    # ~2.5 h with the suite's 16-epoch recipe at 50 %, 1.5 h measured with --final-epochs 8
 
 For ``--n`` random policies fitted to the budget (what a search's start-up phase proposes):
 
