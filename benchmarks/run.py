@@ -1,7 +1,7 @@
 """Benchmark v2: do searched policies beat the obvious alternatives at the same measured latency?
 
     python -m benchmarks.run --suite cpu-v2 [--resume]  # ResNet-20, 70 % and 50 %: ~12 h
-    python -m benchmarks.run --suite smoke                # the same steps in ~2 min (tests use it)
+    python -m benchmarks.run --suite smoke                # same steps, ~2 min: checks the runner
     python -m benchmarks.run --suite gpu                  # ResNet-56 (needs CUDA; skips without)
 
 Per budget and method (Optuna TPE, AMC, random, uniform, Torch-Pruning global magnitude):
@@ -20,7 +20,8 @@ Test accuracy only here: on the 1,017 exact test images and the 5,000-image hold
 bootstrap intervals, and the paired difference of each searched method against the best
 baseline (bootstrap over the same images). Every step is saved in the work folder as it
 finishes, so ``--resume`` (the default when the work folder exists) picks up where a run
-stopped; results files are rewritten after every step.
+stopped; results files are rewritten after every step, keeping the rows of methods
+not rerun.
 """
 
 from __future__ import annotations
@@ -376,7 +377,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     return _write(bench, rows, args.results)
 
 
+def merge_rows(
+    rows: list[dict[str, Any]], earlier: Path, suite: str, budgets: list[str]
+) -> list[dict[str, Any]]:
+    """Add the rows of an earlier results file that this run did not (re)compute.
+
+    A run with a subset of ``--methods`` then adds to the results file instead of
+    dropping the other methods' rows. Rows come out in the suite's budget order and
+    :data:`METHODS` order, whichever run produced them.
+    """
+    new = {(r["budget"], r["method"]) for r in rows}
+    kept = []
+    if earlier.exists():
+        old = json.loads(earlier.read_text())
+        if old.get("suite") == suite:
+            kept = [r for r in old.get("rows", []) if (r["budget"], r["method"]) not in new]
+
+    def order(r: dict[str, Any]) -> tuple[int, int]:
+        b, m = r["budget"], r["method"]
+        return (
+            budgets.index(b) if b in budgets else len(budgets),
+            METHODS.index(m) if m in METHODS else len(METHODS),
+        )
+
+    return sorted(kept + rows, key=order)
+
+
 def _write(bench: Bench, rows: list[dict[str, Any]], results: Path) -> dict[str, Any]:
+    rows = merge_rows(rows, results / f"{bench.name}.json", bench.suite, bench.spec["budgets"])
     out = {
         "suite": bench.suite,
         "name": bench.name,
