@@ -18,6 +18,7 @@ from autoprune.finetune import FinetuneConfig, Teacher, accuracy
 from autoprune.policy import PruningPolicy
 from autoprune.prunable import PrunableLayer
 from autoprune.schedule import prune_and_finetune
+from autoprune.search import Searcher
 from benchmarks._common import RESULTS
 
 
@@ -62,6 +63,17 @@ def study_parser(description: str) -> argparse.ArgumentParser:
     return ap
 
 
+def proposals(searcher: Searcher, n: int) -> list[PruningPolicy]:
+    """The first ``n`` policies ``searcher`` proposes (a study's fixed candidates)."""
+    out: list[PruningPolicy] = []
+    for _ in range(n):
+        proposal = searcher.ask()
+        if proposal is None:
+            raise RuntimeError(f"{type(searcher).__name__} proposed {len(out)} of {n} policies")
+        out.append(proposal.policy)
+    return out
+
+
 def _task(job: FinalJob, policy: dict[str, Any], seed: int, recipe: dict[str, Any]) -> Any:
     return job.run(policy, seed, recipe)
 
@@ -95,4 +107,4 @@ def run_finals(
         ray.shutdown()
 
 
-__all__ = ["FinalJob", "run_finals", "study_parser"]
+__all__ = ["FinalJob", "proposals", "run_finals", "study_parser"]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -152,7 +153,7 @@ def prepare(tmp: Path, invoke: Invoke) -> None:
     (tmp / "trunc.th").write_bytes(b"\x80\x02}q\x00")  # a pickle cut short
     (tmp / "evil.th").write_bytes(_pickle_that_runs_code())
     z, none = np.zeros((0, 3072), dtype=np.uint8), np.zeros(0, dtype=np.int64)
-    empty = {
+    empty: dict[str, Any] = {
         f"{k}_{f}": a
         for k in ("train", "val", "holdout")
         for f, a in (

@@ -13,6 +13,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from autoprune.config import load_config
 from autoprune.pipeline import SearchOptions, search
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     at = {n: rss for n, rss, _ in samples}
     marks = sorted({m for m in (1, 10, 50, 100, 200, 300, args.trials) if m in at})
     late = [rss for n, rss, _ in samples if n >= 10]
-    data = {
+    data: dict[str, Any] = {
         "trials": summary.finished,
         "failed": summary.failed,
         "seconds": summary.seconds,

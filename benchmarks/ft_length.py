@@ -19,7 +19,7 @@ from typing import Any
 from autoprune._io import write_json
 from autoprune.search.baselines import GlobalMagnitudeSearcher
 from benchmarks._common import provenance, save
-from benchmarks._final import FinalJob, run_finals, study_parser
+from benchmarks._final import FinalJob, proposals, run_finals, study_parser
 from benchmarks.run import Bench, _log
 
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ws, profile, cfg = bench.ws, bench.profile, bench.cfg
     budget_ms = ws.budget_ms(profile, args.budget)
     ctx = ws.search_context(profile, budget_ms * (1 - cfg.budget_margin), args.work)
-    policy = GlobalMagnitudeSearcher(ctx).ask().policy  # type: ignore[union-attr]
+    (policy,) = proposals(GlobalMagnitudeSearcher(ctx), 1)
     path = args.work / f"ft-length-{args.budget}.json"
     runs: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     todo = [e for e in args.epochs if str(e) not in runs]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
     profile, path, measured = ensure_profile(ws)
     pred = LUTPredictor(profile)
     rng = np.random.default_rng(args.seed)
-    policies = [random_policy(cfg.model, ws.max_ratio, rng, cfg.round_to) for _ in range(args.n)]
+    policies = [
+        random_policy(cfg.model, ws.max_ratio, rng, profile.round_to) for _ in range(args.n)
+    ]
     models = [apply_policy(ws.model, p, ws.layers, ws.input_shape) for p in policies]
     t_dense, *timings = measure_models(
         [ws.model, *models],
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         "drift": drift,
         "median_abs_rel_err_without_drift_correction": float(np.median(raw_rel)),
     }
-    data = {
+    data: dict[str, Any] = {
         "summary": summary,
         "provenance": provenance(profile.device, profile.threads, profile.batch),
         "points": [

@@ -36,7 +36,7 @@ from autoprune.policy import PruningPolicy
 from autoprune.pruning import apply_policy
 from autoprune.search.baselines import RandomSearcher
 from benchmarks._common import provenance, save
-from benchmarks._final import FinalJob, run_finals, study_parser
+from benchmarks._final import FinalJob, proposals, run_finals, study_parser
 from benchmarks._stats import spearman
 from benchmarks.run import Bench, _log
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ctx = ws.search_context(profile, budget_ms * (1 - cfg.budget_margin), folder, seed=7)
     searcher = RandomSearcher(ctx)
     policies = _cached(
-        folder / "policies.json", lambda: [searcher.ask().policy.to_dict() for _ in range(args.n)]
+        folder / "policies.json", lambda: [p.to_dict() for p in proposals(searcher, args.n)]
     )
 
     def old_proxy() -> list[dict[str, float]]:
