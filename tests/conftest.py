@@ -40,10 +40,10 @@ class Tiny:
             FinetuneConfig(steps=steps, batch_size=16),
         )
 
-    def context(self, run_dir: Path, budget_share: float = 0.5, scores: bool = False):
+    def context(self, run_dir: Path, budget_share: float = 0.5, scores: bool = True):
         """A SearchContext whose budget lies ``budget_share`` of the way from the fastest
-        reachable latency to dense (``scores``: with the dense model's channel scores, which
-        global magnitude pruning needs)."""
+        reachable latency to dense (``scores``: with the dense model's channel scores, as a
+        workspace builds it; global magnitude pruning needs them)."""
         from autoprune.policy import PruningPolicy
         from autoprune.search import SearchContext
 

@@ -40,7 +40,7 @@ class TestSearcherContract:
 
     def _run(self, tiny, run_dir: Path, name: str, n: int, fail_on: int | None = None):
         run_dir.mkdir(parents=True, exist_ok=True)
-        ctx = tiny.context(run_dir, scores=True)
+        ctx = tiny.context(run_dir)
         cfg = dataclasses.replace(Config(), amc=FAST_AMC)
         searcher = make_searcher(name, ctx, cfg)
         log = TrialLog(run_dir, searcher.name)

@@ -143,7 +143,7 @@ def test_optuna_searches_the_channel_multiple_too(tiny, tmp_path: Path) -> None:
 
 
 def test_optuna_starts_from_the_baselines_policies(tiny, tmp_path: Path) -> None:
-    ctx = tiny.context(tmp_path, scores=True)
+    ctx = tiny.context(tmp_path)
     searcher = make_searcher("optuna", ctx, Config())
     log = TrialLog(tmp_path, searcher.name)
     fake = FakeEvaluator(tiny.predictor, [la.name for la in tiny.layers])

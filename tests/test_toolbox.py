@@ -3,10 +3,10 @@ iterative and early-stopped fine-tuning, sparsity kept through fine-tuning, mode
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -16,7 +16,7 @@ from autoprune.config import Config
 from autoprune.errors import ConfigError
 from autoprune.finetune import FinetuneConfig, accuracy, finetune
 from autoprune.policy import PruningPolicy, uniform
-from autoprune.pruning import apply_policy, channel_scores, sparsity_report
+from autoprune.pruning import apply_policy, sparsity_report
 from autoprune.schedule import prune_and_finetune
 from autoprune.search import make_searcher
 from autoprune.sensitivity import SensitivityResult
@@ -26,10 +26,12 @@ SHAPE = (3, 32, 32)
 
 
 def test_global_magnitude_baseline_meets_and_spends_the_budget(tiny, tmp_path: Path) -> None:
-    ctx = tiny.context(tmp_path)
+    bare = tiny.context(tmp_path, scores=False)
     with pytest.raises(ConfigError, match="channel scores"):
-        make_searcher("global", ctx, Config()).ask()
-    ctx = dataclasses.replace(ctx, channel_scores=channel_scores(tiny.model, tiny.layers, SHAPE))
+        make_searcher("global", bare, Config()).ask()
+    with pytest.raises(ConfigError, match="channel scores"):  # nor can a warm start use it
+        make_searcher("optuna", bare, Config()).attach(optuna.create_study())
+    ctx = tiny.context(tmp_path)
     searcher = make_searcher("global", ctx, Config())
     policy = searcher.ask().policy
     assert searcher.ask() is None  # a single candidate

@@ -76,8 +76,6 @@ class OptunaSearcher(Searcher):
         self.study = study
         if n == 0:  # a new study: queue the baselines' policies first
             for name in self.warm_start:
-                if name == "global" and not self.ctx.channel_scores:
-                    continue  # a context without the dense model's scores has no global policy
                 study.enqueue_trial(self.baseline_params(name), user_attrs={"warm_start": name})
 
     def baseline_params(self, name: str) -> dict[str, float]:
