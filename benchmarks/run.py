@@ -46,7 +46,7 @@ from autoprune.config import to_dict as config_dict
 from autoprune.distributed import RayPool, run_search
 from autoprune.errors import AutopruneError
 from autoprune.finetune import FinetuneConfig, Teacher
-from autoprune.hardware import DeviceSpec
+from autoprune.hardware import DeviceSpec, LUTPredictor
 from autoprune.hardware.measure import measure_models
 from autoprune.hardware.timing import paired_ratio
 from autoprune.pipeline import ensure_profile, open_ledger
@@ -341,6 +341,8 @@ class Bench:
             "search": found,
             "device_fit": fitted["device_fit"],
             "ratios": policy.ratios,
+            "predicted_ms": LUTPredictor(self.profile).predict(policy),
+            "predicted_dense_ms": self.profile.dense_ms,
             "finals": finals,
             **lat,
         }
