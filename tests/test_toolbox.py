@@ -222,38 +222,3 @@ def test_hybrid_mode_adds_magnitude_sparsity_that_survives_fine_tuning(tmp_path:
     assert res.exit_code == 2 and "nothing to search" in res.output
     res = _cli("search", "-c", str(write_config(tmp_path, mode="hybrid")))
     assert res.exit_code == 2 and "sparsity must lie in [0, 1)" in res.output
-
-
-def test_gpu_benchmark_suite_skips_cleanly_without_cuda(capsys) -> None:
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present: the suite would run for real")
-    from benchmarks.run import main
-
-    assert main(["--suite", "gpu"]) is None
-    assert "needs a CUDA GPU" in capsys.readouterr().err
-
-
-def test_benchmark_rerun_of_some_methods_keeps_the_other_rows(tmp_path) -> None:
-    from benchmarks.run import merge_rows
-
-    earlier = tmp_path / "cpu-v2.json"
-    old = [
-        {"budget": "0.7", "method": "optuna", "v": "old"},
-        {"budget": "0.7", "method": "uniform", "v": "old"},
-        {"budget": "0.5", "method": "uniform", "v": "old"},
-    ]
-    earlier.write_text(json.dumps({"suite": "cpu-v2", "rows": old}))
-    new = [
-        {"budget": "0.5", "method": "global", "v": "new"},
-        {"budget": "0.5", "method": "uniform", "v": "new"},
-    ]
-    rows = merge_rows(new, earlier, "cpu-v2", ["0.7", "0.5"])
-    assert [(r["budget"], r["method"], r["v"]) for r in rows] == [
-        ("0.7", "optuna", "old"),
-        ("0.7", "uniform", "old"),
-        ("0.5", "uniform", "new"),
-        ("0.5", "global", "new"),
-    ]
-    # another suite's file, or none, contributes nothing
-    assert merge_rows(new, earlier, "smoke", ["0.5"]) == new[::-1]
-    assert merge_rows(new, tmp_path / "absent.json", "cpu-v2", ["0.5"]) == new[::-1]

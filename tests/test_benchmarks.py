@@ -1,0 +1,95 @@
+"""The benchmarks' own machinery: the runner's bookkeeping, the statistics behind every
+results table, and results files that are what their raw rows render to."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import _report
+from benchmarks._stats import bootstrap_ci, pack, paired_diff, spearman, unpack
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+
+def test_gpu_benchmark_suite_skips_cleanly_without_cuda(capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the suite would run for real")
+    from benchmarks.run import main
+
+    assert main(["--suite", "gpu"]) is None
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_benchmark_rerun_of_some_methods_keeps_the_other_rows(tmp_path) -> None:
+    from benchmarks.run import merge_rows
+
+    earlier = tmp_path / "cpu-v2.json"
+    old = [
+        {"budget": "0.7", "method": "optuna", "v": "old"},
+        {"budget": "0.7", "method": "uniform", "v": "old"},
+        {"budget": "0.5", "method": "uniform", "v": "old"},
+    ]
+    earlier.write_text(json.dumps({"suite": "cpu-v2", "rows": old}))
+    new = [
+        {"budget": "0.5", "method": "global", "v": "new"},
+        {"budget": "0.5", "method": "uniform", "v": "new"},
+    ]
+    rows = merge_rows(new, earlier, "cpu-v2", ["0.7", "0.5"])
+    assert [(r["budget"], r["method"], r["v"]) for r in rows] == [
+        ("0.7", "optuna", "old"),
+        ("0.7", "uniform", "old"),
+        ("0.5", "uniform", "new"),
+        ("0.5", "global", "new"),
+    ]
+    # another suite's file, or none, contributes nothing
+    assert merge_rows(new, earlier, "smoke", ["0.5"]) == new[::-1]
+    assert merge_rows(new, tmp_path / "absent.json", "cpu-v2", ["0.5"]) == new[::-1]
+
+
+def test_correctness_vectors_survive_packing() -> None:
+    rng = np.random.default_rng(0)
+    for n in (1, 8, 1017, 5000):
+        v = rng.random(n) < 0.8
+        assert np.array_equal(unpack(pack(v), n), v)
+
+
+def test_bootstrap_interval_covers_the_accuracy_with_the_binomial_width() -> None:
+    assert bootstrap_ci(np.ones(500, bool)) == (100.0, 100.0, 100.0)
+    half = np.arange(2000) % 2 == 0
+    mean, lo, hi = bootstrap_ci(half)
+    expected = 2 * 1.96 * 100 * np.sqrt(0.25 / 2000)  # normal approximation, ≈ 4.4 points
+    assert mean == 50.0 and lo < 50 < hi and abs((hi - lo) - expected) < 0.5
+
+
+def test_paired_difference_is_tighter_than_the_unpaired_intervals() -> None:
+    rng = np.random.default_rng(1)
+    b = rng.random(5000) < 0.8
+    a = b.copy()
+    a[np.flatnonzero(~b)[:60]] = True  # a fixes 60 of b's errors and changes nothing else
+    assert paired_diff(b, b) == (0.0, 0.0, 0.0)
+    d, lo, hi = paired_diff(a, b)
+    assert d == pytest.approx(1.2) and 0 < lo < d < hi
+    # the two unpaired intervals overlap: only pairing resolves a 1.2-point difference
+    assert bootstrap_ci(a)[1] < bootstrap_ci(b)[2]
+    # seeds × images: the mean over seeds is what is compared
+    two = np.stack([a, b])
+    assert paired_diff(two, np.stack([b, b]))[0] == pytest.approx(0.6)
+
+
+def test_spearman_ranks_with_ties() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [1, 4, 9]) == pytest.approx(1.0)  # ranks, not values
+    # ties share their mean rank: ranks (0.5, 0.5, 2) against (0, 1, 2)
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(np.sqrt(3) / 2)
+
+
+@pytest.mark.parametrize("name", ["cpu-v2"])
+def test_committed_results_markdown_is_what_its_json_renders_to(name: str) -> None:
+    data = json.loads((RESULTS / f"{name}.json").read_text())
+    assert _report.markdown(data) == (RESULTS / f"{name}.md").read_text()
