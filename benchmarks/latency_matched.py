@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "measure": MEASURE,
         "provenance": provenance(profile.device, profile.threads, profile.batch),
     }
-    save(out["name"], out, _markdown(out), folder=args.results)
-    print(_markdown(out))
+    save(out["name"], out, markdown(out), folder=args.results)
+    print(markdown(out))
     return out
 
 
-def _markdown(out: dict[str, Any]) -> str:
+def markdown(out: dict[str, Any]) -> str:
     prov = out["provenance"]
     dense = [s["dense_ms"] for s in out["sessions"]]
     md = [

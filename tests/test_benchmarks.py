@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import _report
+from benchmarks import _report, latency_matched
 from benchmarks._stats import bootstrap_ci, pack, paired_diff, spearman, unpack
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
@@ -89,7 +89,10 @@ def test_spearman_ranks_with_ties() -> None:
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(np.sqrt(3) / 2)
 
 
-@pytest.mark.parametrize("name", ["cpu-v2"])
-def test_committed_results_markdown_is_what_its_json_renders_to(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "render"),
+    [("cpu-v2", _report.markdown), ("latency_matched-cpu-v2", latency_matched.markdown)],
+)
+def test_committed_results_markdown_is_what_its_json_renders_to(name: str, render) -> None:
     data = json.loads((RESULTS / f"{name}.json").read_text())
-    assert _report.markdown(data) == (RESULTS / f"{name}.md").read_text()
+    assert render(data) == (RESULTS / f"{name}.md").read_text()
