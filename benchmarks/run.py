@@ -1,8 +1,8 @@
 """Benchmark v2: do searched policies beat the obvious alternatives at the same measured latency?
 
-    python -m benchmarks.run --suite cpu-v2 [--resume]  # ResNet-20, 70 % and 50 %: ~12 h
-    python -m benchmarks.run --suite smoke                # same steps, ~2 min: checks the runner
-    python -m benchmarks.run --suite gpu                  # ResNet-56 (needs CUDA; skips without)
+    python -m benchmarks.run --suite cpu-v2 [--methods M ...] [--budgets B ...]  # ~12 h
+    python -m benchmarks.run --suite smoke   # the same steps in ~2 min: checks the runner
+    python -m benchmarks.run --suite gpu     # ResNet-56 (needs CUDA; skips without)
 
 Per budget and method (Optuna TPE, AMC, random, uniform, Torch-Pruning global magnitude):
 
@@ -19,9 +19,8 @@ Per budget and method (Optuna TPE, AMC, random, uniform, Torch-Pruning global ma
 Test accuracy only here: on the 1,017 exact test images and the 5,000-image holdout, with 95 %
 bootstrap intervals, and the paired difference of each searched method against the best
 baseline (bootstrap over the same images). Every step is saved in the work folder as it
-finishes, so ``--resume`` (the default when the work folder exists) picks up where a run
-stopped; results files are rewritten after every step, keeping the rows of methods
-not rerun.
+finishes, so running again with the same work folder picks up where a run stopped; results
+files are rewritten after every step, keeping the rows of methods not rerun.
 """
 
 from __future__ import annotations
@@ -354,6 +353,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     )
     ap.add_argument("--suite", choices=sorted(SUITES), default="cpu-v2")
     ap.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
+    ap.add_argument("--budgets", nargs="*", default=None, help="default: the suite's")
     ap.add_argument("--name", default=None, help="results file name (default: the suite)")
     ap.add_argument(
         "--work", type=Path, default=None, help="work folder (default runs/bench/NAME)"
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     try:
         bench = Bench(args.suite, work, name, args.methods)
         rows: list[dict[str, Any]] = []
-        for budget in spec["budgets"]:
+        for budget in args.budgets or spec["budgets"]:
             for method in args.methods:
                 rows.append(bench.row(budget, method))
                 _write(bench, rows, args.results)
