@@ -80,6 +80,7 @@ class _Evil:
         return (Path.write_text, (Path(self.marker), "pwned"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the hostile file is protocol 4
 def test_pickle_carrying_code_is_refused_not_executed(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     path = tmp_path / "evil.th"
