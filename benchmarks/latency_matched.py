@@ -20,16 +20,14 @@ from typing import Any
 
 from autoprune._threads import torch_threads
 from autoprune.apply import MEASURE
-from autoprune.config import load_config
 from autoprune.hardware import LUTPredictor
 from autoprune.hardware.measure import measure_models
 from autoprune.pipeline import ensure_profile
 from autoprune.policy import PruningPolicy
 from autoprune.pruning import apply_policy
-from autoprune.workspace import build_workspace
 from benchmarks._common import RESULTS, provenance, save, wait_for_quiet
 from benchmarks._report import LABEL
-from benchmarks.run import SUITES, _log
+from benchmarks.run import _log, suite_workspace
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -43,11 +41,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     bench = json.loads((args.results / f"{args.name}.json").read_text())
     work = args.work or Path("runs/bench") / args.name
-    overrides = {
-        "profile": str(work / "profile.json"),
-        **SUITES[bench["suite"]].get("overrides", {}),
-    }
-    ws = build_workspace(load_config(SUITES[bench["suite"]]["config"]).replace(**overrides))
+    _, ws = suite_workspace(bench["suite"], work)
     profile, _, _ = ensure_profile(ws)
     predictor = LUTPredictor(profile)
     rows = bench["rows"]

@@ -100,15 +100,21 @@ def _log(msg: str) -> None:
     print(f"[{utc_now()}] {msg}", flush=True)
 
 
+def suite_workspace(suite: str, work: Path) -> tuple[Config, Workspace]:
+    """A suite's config (with its overrides) and workspace, its profile kept in ``work``."""
+    spec = SUITES[suite]
+    overrides = {"profile": str(work / "profile.json"), **spec.get("overrides", {})}
+    cfg = load_config(spec["config"]).replace(**overrides)
+    return cfg, build_workspace(cfg)
+
+
 class Bench:
     """One suite's state: the workspace, data, teacher and the work folder of finished steps."""
 
     def __init__(self, suite: str, work: Path, name: str, methods: list[str]) -> None:
         self.spec = SUITES[suite]
         self.suite, self.work, self.name, self.methods = suite, work, name, methods
-        overrides = {"profile": str(work / "profile.json"), **self.spec.get("overrides", {})}
-        self.cfg: Config = load_config(self.spec["config"]).replace(**overrides)
-        self.ws: Workspace = build_workspace(self.cfg)
+        self.cfg, self.ws = suite_workspace(suite, work)
         self.train_threads = os.cpu_count() or 1
         self.measure = self.spec.get("measure", MEASURE)
         _log(f"profile ({self.ws.profile_path()})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,13 @@ class Tiny:
             FinetuneConfig(steps=steps, batch_size=16),
         )
 
+    @cached_property
+    def channel_scores(self) -> dict[str, list[float]]:
+        """The dense model's channel scores (a dependency-graph trace: computed once)."""
+        from autoprune.pruning import channel_scores
+
+        return channel_scores(self.model, self.layers, (3, 32, 32))
+
     def context(self, run_dir: Path, budget_share: float = 0.5, scores: bool = True):
         """A SearchContext whose budget lies ``budget_share`` of the way from the fastest
         reachable latency to dense (``scores``: with the dense model's channel scores, as a
@@ -49,8 +57,6 @@ class Tiny:
 
         floor = self.predictor.predict(PruningPolicy("resnet8", self.max_ratio))
         budget = floor + budget_share * (self.profile.dense_ms - floor)
-        from autoprune.pruning import channel_scores
-
         return SearchContext(
             "resnet8",
             [la.name for la in self.layers],
@@ -60,7 +66,7 @@ class Tiny:
             budget,
             run_dir,
             seed=0,
-            channel_scores=channel_scores(self.model, self.layers, (3, 32, 32)) if scores else {},
+            channel_scores=self.channel_scores if scores else {},
         )
 
 
