@@ -127,38 +127,90 @@ def fit_on_device(
     can be 10 % off; some seconds of timing make the exported policy meet the budget *as
     measured*, and use it. Returns the policy and one record per timing; stays within the bounds.
     """
+    (fitted,) = fit_many_on_device(
+        ws,
+        [policy],
+        profile,
+        budget,
+        margin=margin,
+        measure_kwargs=measure_kwargs,
+        max_steps=max_steps,
+        progress=progress,
+    )
+    return fitted
+
+
+class _Fit:
+    """One policy's way to the budget in :func:`fit_many_on_device`."""
+
+    def __init__(self, policy: PruningPolicy) -> None:
+        self.start = self.current = policy
+        self.history: list[dict[str, float]] = []
+        self.seen: list[tuple[float, float, PruningPolicy]] = []  # (predicted, share, policy)
+        self.converged = False  # a timing landed within the tolerance: keep the current policy
+        self.stuck = False  # the next step repeats a measured policy (channel granularity)
+
+    @property
+    def active(self) -> bool:
+        return not (self.converged or self.stuck)
+
+    def result(self, goal: float, tol: float) -> tuple[PruningPolicy, list[dict[str, float]]]:
+        if self.converged:
+            return self.current, self.history
+        # Not converged (noise or channel granularity): the fullest candidate that met the
+        # goal's tolerance from below, else the leanest one measured.
+        safe = [x for x in self.seen if x[1] <= goal + tol]
+        pick = max(safe, key=lambda x: x[1]) if safe else min(self.seen, key=lambda x: x[1])
+        return pick[2], self.history
+
+
+def fit_many_on_device(
+    ws: Workspace,
+    policies: list[PruningPolicy],
+    profile: HardwareProfile,
+    budget: LatencyBudget,
+    *,
+    margin: float,
+    measure_kwargs: dict[str, Any],
+    max_steps: int = 5,
+    progress: Progress | None = None,
+) -> list[tuple[PruningPolicy, list[dict[str, float]]]]:
+    """:func:`fit_on_device` for several policies at once: every timing round measures the dense
+    model and each policy not yet fitted interleaved, so all of them are fitted against the same
+    state of the device. On a machine whose speed drifts between sessions (a shared or virtual
+    CPU), policies fitted one after another can receive latencies a few % apart; fitted together
+    they are compared at the same measured latency."""
     predictor = LUTPredictor(profile)
     report = progress or (lambda *_: None)
     label = "fitting the budget on the device (timings)"
     goal, tol = 1.0 - margin, max(margin / 2, 0.005)
-    current, history = policy, []
-    seen: list[tuple[float, float, PruningPolicy]] = []  # (predicted ms, share of budget, policy)
-    for _ in range(max_steps):
-        pruned = apply_policy(ws.model, current, ws.layers, ws.input_shape)
-        t_dense, t_pruned = measure_models(
-            [ws.model, pruned], ws.input_shape, profile.spec, **measure_kwargs
-        )
-        budget_ms = resolve_measured(budget, t_dense, t_pruned)
-        share, predicted = t_pruned.ms / budget_ms, predictor.predict(current)
-        history.append(
-            {"predicted_ms": predicted, "measured_ms": t_pruned.ms, "budget_ms": budget_ms}
-        )
-        seen.append((predicted, share, current))
-        if abs(share - goal) <= tol:
-            report(label, len(history), len(history))
-            return current, history
-        report(label, len(history), max_steps)
-        target = _next_target(seen, goal, predicted, share)
-        nxt = fit_to_budget(policy, ws.max_ratio, predictor, target)
-        if any(nxt.ratios == x[2].ratios for x in seen):  # channel steps: nothing new to try
+    fits = [_Fit(p) for p in policies]
+    for step in range(max_steps):
+        todo = [f for f in fits if f.active]
+        if not todo:
             break
-        current = nxt
-    # Not converged (noise or channel granularity): the fullest candidate that met the goal's
-    # tolerance from below, else the leanest one measured.
-    safe = [x for x in seen if x[1] <= goal + tol]
-    pick = max(safe, key=lambda x: x[1]) if safe else min(seen, key=lambda x: x[1])
-    report(label, len(history), len(history))
-    return pick[2], history
+        pruned = [apply_policy(ws.model, f.current, ws.layers, ws.input_shape) for f in todo]
+        t_dense, *timed = measure_models(
+            [ws.model, *pruned], ws.input_shape, profile.spec, **measure_kwargs
+        )
+        for f, t in zip(todo, timed, strict=True):
+            budget_ms = resolve_measured(budget, t_dense, t)
+            share, predicted = t.ms / budget_ms, predictor.predict(f.current)
+            f.history.append(
+                {"predicted_ms": predicted, "measured_ms": t.ms, "budget_ms": budget_ms}
+            )
+            f.seen.append((predicted, share, f.current))
+            if abs(share - goal) <= tol:
+                f.converged = True
+                continue
+            target = _next_target(f.seen, goal, predicted, share)
+            nxt = fit_to_budget(f.start, ws.max_ratio, predictor, target)
+            f.stuck = any(nxt.ratios == x[2].ratios for x in f.seen)
+            if not f.stuck:
+                f.current = nxt
+        report(label, step + 1, max_steps)
+    report(label, max_steps, max_steps)
+    return [f.result(goal, tol) for f in fits]
 
 
 def final_finetune(
@@ -387,6 +439,7 @@ __all__ = [
     "apply_and_export",
     "check_policy_fits",
     "final_finetune",
+    "fit_many_on_device",
     "fit_on_device",
     "measure_pair",
     "model_stats",

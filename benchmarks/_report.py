@@ -131,7 +131,15 @@ def markdown(out: dict[str, Any]) -> str:
         "images; ✓ the interval excludes zero in favour, ✗ against). *Measured ÷ budget* and "
         "*speed-up* come from one timing of the fine-tuned model beside the dense one; "
         "*table ÷ dense* is the fitted policy's latency as the profile's table predicts it, "
-        "the same yardstick for every row, free of the machine's timing noise.",
+        "the same yardstick for every row, free of the machine's timing noise."
+        + (
+            " Here every method's policy was fitted in the same timing rounds as the others' "
+            "at its budget, so all rows got the same measured latency"
+            + (f" (searches reused from `{s['search_from']}`)" if s.get("search_from") else "")
+            + "."
+            if s.get("fit") == "joint"
+            else ""
+        ),
         "",
     ]
     for budget in dict.fromkeys(r["budget"] for r in rows):

@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--sessions", type=int, default=3)
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    bench = json.loads((args.results / f"{args.name}.json").read_text())
+    source = args.results / f"{args.name}.json"
+    if not source.is_file():
+        raise SystemExit(f"error: no benchmark results {source}: run benchmarks.run first")
+    bench = json.loads(source.read_text())
     work = args.work or Path("runs/bench") / args.name
     _, ws = suite_workspace(bench["suite"], work)
     profile, _, _ = ensure_profile(ws)

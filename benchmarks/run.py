@@ -1,6 +1,8 @@
 """Benchmark v2: do searched policies beat the obvious alternatives at the same measured latency?
 
     python -m benchmarks.run --suite cpu-v2 [--methods M ...] [--budgets B ...]  # ~12 h
+    python -m benchmarks.run --suite cpu-v2-matched --budgets 0.5   # ~2 h: cpu-v2's searches,
+                                                    # all methods fitted to one measured latency
     python -m benchmarks.run --suite smoke   # the same steps in ~2 min: checks the runner
     python -m benchmarks.run --suite gpu     # ResNet-56 (needs CUDA; skips without)
 
@@ -38,7 +40,7 @@ import torch
 
 from autoprune._io import write_json, write_with
 from autoprune._threads import torch_threads
-from autoprune.apply import MEASURE, fit_on_device, resolve_measured
+from autoprune.apply import MEASURE, fit_many_on_device, fit_on_device, resolve_measured
 from autoprune.budget import LatencyBudget
 from autoprune.config import Config, load_config
 from autoprune.config import to_dict as config_dict
@@ -68,6 +70,17 @@ SUITES: dict[str, dict[str, Any]] = {
         "trials": 24,
         # The 50 % models train ~2× faster per step: 16 epochs still fit ~15 min per model.
         "final_epochs": {"0.7": 8, "0.5": 16},
+    },
+    # cpu-v2 again with every method's search-best policy fitted in the same timing rounds
+    # (``fit: joint``), so all rows get the same measured latency; cpu-v2's searches are reused.
+    "cpu-v2-matched": {
+        "config": "search_spaces/resnet20_cifar10_full.yaml",
+        "budgets": ["0.5", "0.7"],
+        "seeds": [0, 1],
+        "trials": 24,
+        "final_epochs": {"0.7": 8, "0.5": 16},
+        "search_from": "cpu-v2",
+        "fit": "joint",
     },
     "smoke": {
         "config": "search_spaces/resnet20_cifar10.yaml",
@@ -100,10 +113,17 @@ def _log(msg: str) -> None:
     print(f"[{utc_now()}] {msg}", flush=True)
 
 
+def home(suite: str, work: Path) -> Path:
+    """Where a suite keeps its device profile and teacher: its work folder, or that of the suite
+    it reuses searches from (``search_from``, a sibling folder), so both share one profile."""
+    source = SUITES[suite].get("search_from")
+    return work.parent / source if source else work
+
+
 def suite_workspace(suite: str, work: Path) -> tuple[Config, Workspace]:
-    """A suite's config (with its overrides) and workspace, its profile kept in ``work``."""
+    """A suite's config (with its overrides) and workspace, its profile kept in :func:`home`."""
     spec = SUITES[suite]
-    overrides = {"profile": str(work / "profile.json"), **spec.get("overrides", {})}
+    overrides = {"profile": str(home(suite, work) / "profile.json"), **spec.get("overrides", {})}
     cfg = load_config(spec["config"]).replace(**overrides)
     return cfg, build_workspace(cfg)
 
@@ -114,6 +134,7 @@ class Bench:
     def __init__(self, suite: str, work: Path, name: str, methods: list[str]) -> None:
         self.spec = SUITES[suite]
         self.suite, self.work, self.name, self.methods = suite, work, name, methods
+        self.home = home(suite, work)
         self.cfg, self.ws = suite_workspace(suite, work)
         self.train_threads = os.cpu_count() or 1
         self.measure = self.spec.get("measure", MEASURE)
@@ -128,7 +149,7 @@ class Bench:
         ft = self.cfg.short_finetune
         if ft.distill <= 0 or ft.distill_targets != "cached":
             return None
-        path = self.work / "teacher_logits.pt"
+        path = self.home / "teacher_logits.pt"
         if path.is_file():
             return Teacher(self.ws.model, torch.load(path, weights_only=True))
         _log("teacher logits (once per suite)")
@@ -169,6 +190,11 @@ class Bench:
         done = self.folder(budget, method) / "search.json"
         if done.is_file():
             return json.loads(done.read_text())
+        reused = self.home / done.relative_to(self.work)
+        if reused != done and reused.is_file():  # the source suite's search, kept here as well
+            found: dict[str, Any] = {**json.loads(reused.read_text()), "reused_from": str(reused)}
+            write_json(done, found)
+            return found
         run_dir = self.folder(budget, method) / "search"
         cfg = self.cfg.replace(**{"search.searcher": method, "budget": budget})
         budget_ms = self.ws.budget_ms(self.profile, budget)
@@ -236,6 +262,33 @@ class Bench:
         out = {"policy": fitted.to_dict(), "device_fit": history, "other_cpus_before": quiet}
         write_json(done, out)
         return out
+
+    def fit_joint(self, budget: str, methods: list[str]) -> None:
+        """Fit the search-best policies of ``methods`` not yet fitted at ``budget`` together, in
+        the same timing rounds (:func:`fit_many_on_device`): rows fitted one by one, hours apart,
+        got latencies a few % apart on a VM whose speed drifts, which decides ~1 point at 50 %."""
+        todo = [m for m in methods if not (self.folder(budget, m) / "fitted.json").is_file()]
+        if not todo:
+            return
+        found = [PruningPolicy.from_dict(self.search(budget, m)["best"]["policy"]) for m in todo]
+        quiet = wait_for_quiet(self.spec.get("quiet_wait_s", 900))
+        fitted = fit_many_on_device(
+            self.ws,
+            found,
+            self.profile,
+            LatencyBudget.parse(budget),
+            margin=self.cfg.budget_margin,
+            measure_kwargs=self.measure,
+            max_steps=8,
+        )
+        for method, (policy, history) in zip(todo, fitted, strict=True):
+            out = {
+                "policy": policy.to_dict(),
+                "device_fit": history,
+                "other_cpus_before": quiet,
+                "fitted_with": todo,
+            }
+            write_json(self.folder(budget, method) / "fitted.json", out)
 
     def recipe(self, budget: str) -> FinetuneConfig:
         """The final recipe at ``budget`` (the suite may set epochs per budget)."""
@@ -372,10 +425,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return None
     name = args.name or args.suite
     work = args.work or Path("runs/bench") / name
+    budgets = args.budgets or spec["budgets"]
     try:
+        for budget in budgets:  # a bad one fails now, not after the suite is loaded
+            LatencyBudget.parse(budget)
         bench = Bench(args.suite, work, name, args.methods)
         rows: list[dict[str, Any]] = []
-        for budget in args.budgets or spec["budgets"]:
+        for budget in budgets:
+            if spec.get("fit") == "joint":  # every search first, then one fit for them all
+                for method in args.methods:
+                    _log(f"budget {budget} · {method}: search")
+                    bench.search(budget, method)
+                _log(f"budget {budget}: fit {', '.join(args.methods)} together")
+                bench.fit_joint(budget, args.methods)
             for method in args.methods:
                 rows.append(bench.row(budget, method))
                 _write(bench, rows, args.results)

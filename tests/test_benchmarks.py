@@ -25,6 +25,24 @@ def test_gpu_benchmark_suite_skips_cleanly_without_cuda(capsys) -> None:
     assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("module", "argv", "says"),
+    [
+        ("run", ["--suite", "smoke", "--budgets", "abc"], "cannot read latency budget 'abc'"),
+        ("latency_matched", ["--name", "no-such-run"], "no benchmark results"),
+    ],
+)
+def test_benchmark_bad_input_fails_up_front(tmp_path, capsys, module, argv, says) -> None:
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{module}").main
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--work", str(tmp_path / "work"), "--results", str(tmp_path)])
+    assert e.value.code != 0
+    assert says in capsys.readouterr().err + str(e.value.code)
+    assert not (tmp_path / "work").exists()  # nothing loaded or written before the check
+
+
 def test_benchmark_rerun_of_some_methods_keeps_the_other_rows(tmp_path) -> None:
     from benchmarks.run import merge_rows
 

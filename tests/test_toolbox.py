@@ -70,6 +70,38 @@ def test_device_fit_gives_channels_back_far_under_budget(tmp_path: Path) -> None
     assert kept["measured_ms"] <= (1 - 0.03 / 2) * kept["budget_ms"]
 
 
+def test_device_fit_of_several_policies_times_them_together(tmp_path: Path) -> None:
+    from autoprune.apply import fit_many_on_device
+    from autoprune.budget import LatencyBudget
+    from autoprune.config import load_config
+    from autoprune.hardware import LUTPredictor
+    from autoprune.workspace import build_workspace
+
+    cfg_path = write_config(tmp_path, model="resnet8")
+    profile_for(cfg_path)
+    ws = build_workspace(load_config(cfg_path))
+    profile = ws.load_profile()
+    starts = [uniform("resnet8", ws.layer_names, r) for r in (0.8, 0.3)]
+    fitted = fit_many_on_device(
+        ws,
+        starts,
+        profile,
+        LatencyBudget.parse("0.8"),
+        margin=0.03,
+        measure_kwargs={"min_time_s": 0.2, "rounds": 4},
+    )
+    assert len(fitted) == 2
+    for policy, history in fitted:
+        assert history and all(policy.ratio(n) <= 0.8 for n in ws.layer_names)
+        kept = next(
+            h for h in history if h["predicted_ms"] == LUTPredictor(profile).predict(policy)
+        )
+        assert kept["measured_ms"] <= (1 - 0.03 / 2) * kept["budget_ms"]
+    # the far-under-budget start was moved; both were timed in the first round
+    assert fitted[0][0].ratios != starts[0].ratios
+    assert fitted[0][1][0]["predicted_ms"] < fitted[1][1][0]["predicted_ms"]
+
+
 def test_sensitivity_bounds_and_files() -> None:
     res = SensitivityResult("m", [0.5, 0.9], 90.0, {"a": [89.0, 80.0], "b": [70.0, 60.0]})
     assert res.bounds(2.0) == {"a": 0.5, "b": 1.0}
