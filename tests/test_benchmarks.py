@@ -109,7 +109,12 @@ def test_spearman_ranks_with_ties() -> None:
 
 @pytest.mark.parametrize(
     ("name", "render"),
-    [("cpu-v2", _report.markdown), ("latency_matched-cpu-v2", latency_matched.markdown)],
+    [
+        ("cpu-v2", _report.markdown),
+        ("cpu-v2-matched", _report.markdown),
+        ("latency_matched-cpu-v2", latency_matched.markdown),
+        ("latency_matched-cpu-v2-matched", latency_matched.markdown),
+    ],
 )
 def test_committed_results_markdown_is_what_its_json_renders_to(name: str, render) -> None:
     data = json.loads((RESULTS / f"{name}.json").read_text())
