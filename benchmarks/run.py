@@ -40,7 +40,7 @@ import torch
 
 from autoprune._io import write_json, write_with
 from autoprune._threads import torch_threads
-from autoprune.apply import MEASURE, fit_many_on_device, fit_on_device, resolve_measured
+from autoprune.apply import MEASURE, fit_many_on_device, resolve_measured
 from autoprune.budget import LatencyBudget
 from autoprune.config import Config, load_config
 from autoprune.config import to_dict as config_dict
@@ -62,26 +62,19 @@ from benchmarks._common import RESULTS, provenance, save, utc_now, wait_for_quie
 from benchmarks._stats import pack
 
 METHODS = ["optuna", "amc", "random", "uniform", "global"]
+CPU_V2: dict[str, Any] = {
+    "config": "search_spaces/resnet20_cifar10_full.yaml",
+    "budgets": ["0.7", "0.5"],
+    "seeds": [0, 1],
+    "trials": 24,
+    # The 50 % models train ~2× faster per step: 16 epochs still fit ~15 min per model.
+    "final_epochs": {"0.7": 8, "0.5": 16},
+}
 SUITES: dict[str, dict[str, Any]] = {
-    "cpu-v2": {
-        "config": "search_spaces/resnet20_cifar10_full.yaml",
-        "budgets": ["0.7", "0.5"],
-        "seeds": [0, 1],
-        "trials": 24,
-        # The 50 % models train ~2× faster per step: 16 epochs still fit ~15 min per model.
-        "final_epochs": {"0.7": 8, "0.5": 16},
-    },
+    "cpu-v2": CPU_V2,
     # cpu-v2 again with every method's search-best policy fitted in the same timing rounds
     # (``fit: joint``), so all rows get the same measured latency; cpu-v2's searches are reused.
-    "cpu-v2-matched": {
-        "config": "search_spaces/resnet20_cifar10_full.yaml",
-        "budgets": ["0.5", "0.7"],
-        "seeds": [0, 1],
-        "trials": 24,
-        "final_epochs": {"0.7": 8, "0.5": 16},
-        "search_from": "cpu-v2",
-        "fit": "joint",
-    },
+    "cpu-v2-matched": {**CPU_V2, "search_from": "cpu-v2", "fit": "joint"},
     "smoke": {
         "config": "search_spaces/resnet20_cifar10.yaml",
         "budgets": ["0.7"],
@@ -245,28 +238,12 @@ class Bench:
         write_json(done, out)
         return out
 
-    def fit(self, budget: str, method: str, best: dict[str, Any]) -> dict[str, Any]:
-        done = self.folder(budget, method) / "fitted.json"
-        if done.is_file():
-            return json.loads(done.read_text())
-        policy = PruningPolicy.from_dict(best["policy"])
-        quiet = wait_for_quiet(self.spec.get("quiet_wait_s", 900))
-        fitted, history = fit_on_device(
-            self.ws,
-            policy,
-            self.profile,
-            LatencyBudget.parse(budget),
-            margin=self.cfg.budget_margin,
-            measure_kwargs=self.measure,
-        )
-        out = {"policy": fitted.to_dict(), "device_fit": history, "other_cpus_before": quiet}
-        write_json(done, out)
-        return out
-
-    def fit_joint(self, budget: str, methods: list[str]) -> None:
-        """Fit the search-best policies of ``methods`` not yet fitted at ``budget`` together, in
-        the same timing rounds (:func:`fit_many_on_device`): rows fitted one by one, hours apart,
-        got latencies a few % apart on a VM whose speed drifts, which decides ~1 point at 50 %."""
+    def fit(self, budget: str, methods: list[str]) -> None:
+        """Fit the search-best policies of ``methods`` not yet fitted at ``budget`` to the budget
+        as measured beside the dense model, together, in the same timing rounds
+        (:func:`fit_many_on_device`). A suite with ``fit: joint`` fits all methods at once: rows
+        fitted one by one, hours apart, got latencies a few % apart on a VM whose speed drifts,
+        which decides ~1 point at 50 %."""
         todo = [m for m in methods if not (self.folder(budget, m) / "fitted.json").is_file()]
         if not todo:
             return
@@ -385,7 +362,8 @@ class Bench:
         _log(f"budget {budget} · {method}: search")
         found = self.search(budget, method)
         _log(f"budget {budget} · {method}: fit to the measured budget")
-        fitted = self.fit(budget, method, found["best"])
+        self.fit(budget, [method])
+        fitted = json.loads((self.folder(budget, method) / "fitted.json").read_text())
         policy = PruningPolicy.from_dict(fitted["policy"])
         finals = []
         for seed in self.spec["seeds"]:
@@ -437,7 +415,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                     _log(f"budget {budget} · {method}: search")
                     bench.search(budget, method)
                 _log(f"budget {budget}: fit {', '.join(args.methods)} together")
-                bench.fit_joint(budget, args.methods)
+                bench.fit(budget, args.methods)
             for method in args.methods:
                 rows.append(bench.row(budget, method))
                 _write(bench, rows, args.results)
