@@ -109,39 +109,8 @@ def _next_target(
     return predicted * goal / share
 
 
-def fit_on_device(
-    ws: Workspace,
-    policy: PruningPolicy,
-    profile: HardwareProfile,
-    budget: LatencyBudget,
-    *,
-    margin: float,
-    measure_kwargs: dict[str, Any],
-    max_steps: int = 5,
-    progress: Progress | None = None,
-) -> tuple[PruningPolicy, list[dict[str, float]]]:
-    """Close the loop on the device: time the pruned model beside the dense one and, while its
-    measured share of the budget is not within ``margin / 2`` of ``1 − margin``, move the policy
-    along its :func:`fit_to_budget` path to a new predicted latency (secant steps, bracketed once
-    both sides are seen). The table predicts well on average (median error ~3 %) but one model
-    can be 10 % off; some seconds of timing make the exported policy meet the budget *as
-    measured*, and use it. Returns the policy and one record per timing; stays within the bounds.
-    """
-    (fitted,) = fit_many_on_device(
-        ws,
-        [policy],
-        profile,
-        budget,
-        margin=margin,
-        measure_kwargs=measure_kwargs,
-        max_steps=max_steps,
-        progress=progress,
-    )
-    return fitted
-
-
 class _Fit:
-    """One policy's way to the budget in :func:`fit_many_on_device`."""
+    """One policy's way to the budget in :func:`fit_on_device`."""
 
     def __init__(self, policy: PruningPolicy) -> None:
         self.start = self.current = policy
@@ -164,7 +133,7 @@ class _Fit:
         return pick[2], self.history
 
 
-def fit_many_on_device(
+def fit_on_device(
     ws: Workspace,
     policies: list[PruningPolicy],
     profile: HardwareProfile,
@@ -175,11 +144,18 @@ def fit_many_on_device(
     max_steps: int = 5,
     progress: Progress | None = None,
 ) -> list[tuple[PruningPolicy, list[dict[str, float]]]]:
-    """:func:`fit_on_device` for several policies at once: every timing round measures the dense
-    model and each policy not yet fitted interleaved, so all of them are fitted against the same
-    state of the device. On a machine whose speed drifts between sessions (a shared or virtual
-    CPU), policies fitted one after another can receive latencies a few % apart; fitted together
-    they are compared at the same measured latency."""
+    """Close the loop on the device: time each pruned model beside the dense one and, while its
+    measured share of the budget is not within ``margin / 2`` of ``1 − margin``, move the policy
+    along its :func:`fit_to_budget` path to a new predicted latency (secant steps, bracketed once
+    both sides are seen). The table predicts well on average (median error ~3 %) but one model
+    can be 10 % off; some seconds of timing make the exported policy meet the budget *as
+    measured*, and use it. Returns, per policy, the fitted policy and one record per timing;
+    stays within the bounds.
+
+    Every timing round measures the dense model and each policy not yet fitted interleaved, so
+    several policies are fitted against the same state of the device: on a machine whose speed
+    drifts between sessions (a shared or virtual CPU), policies fitted one after another can
+    receive latencies a few % apart; fitted together they get the same measured latency."""
     predictor = LUTPredictor(profile)
     report = progress or (lambda *_: None)
     label = "fitting the budget on the device (timings)"
@@ -362,8 +338,8 @@ def apply_and_export(
     measure_kwargs = measure_kwargs or MEASURE
     history: list[dict[str, float]] = []
     if fit_device and policy.mode != "unstructured":
-        policy, history = fit_on_device(
-            ws, policy, profile, budget_spec, margin=cfg.budget_margin,
+        ((policy, history),) = fit_on_device(
+            ws, [policy], profile, budget_spec, margin=cfg.budget_margin,
             measure_kwargs=measure_kwargs, progress=progress,
         )  # fmt: skip
         policy = policy.with_metadata(device_fit=history) if len(history) > 1 else policy
@@ -439,7 +415,6 @@ __all__ = [
     "apply_and_export",
     "check_policy_fits",
     "final_finetune",
-    "fit_many_on_device",
     "fit_on_device",
     "measure_pair",
     "model_stats",

@@ -40,7 +40,7 @@ import torch
 
 from autoprune._io import write_json, write_with
 from autoprune._threads import torch_threads
-from autoprune.apply import MEASURE, fit_many_on_device, resolve_measured
+from autoprune.apply import MEASURE, fit_on_device, resolve_measured
 from autoprune.budget import LatencyBudget
 from autoprune.config import Config, load_config
 from autoprune.config import to_dict as config_dict
@@ -238,18 +238,20 @@ class Bench:
         write_json(done, out)
         return out
 
-    def fit(self, budget: str, methods: list[str]) -> None:
-        """Fit the search-best policies of ``methods`` not yet fitted at ``budget`` to the budget
-        as measured beside the dense model, together, in the same timing rounds
-        (:func:`fit_many_on_device`). A suite with ``fit: joint`` fits all methods at once: rows
-        fitted one by one, hours apart, got latencies a few % apart on a VM whose speed drifts,
-        which decides ~1 point at 50 %."""
-        todo = [m for m in methods if not (self.folder(budget, m) / "fitted.json").is_file()]
+    def fit(self, budget: str, methods: list[str]) -> dict[str, dict[str, Any]]:
+        """Each of ``methods``' search-best policy fitted to the budget as measured beside the
+        dense model; those not yet fitted at ``budget`` are fitted together, in the same timing
+        rounds (:func:`fit_on_device`). A suite with ``fit: joint`` fits all methods at once:
+        rows fitted one by one, hours apart, got latencies a few % apart on a VM whose speed
+        drifts, which decides ~1 point at 50 %."""
+        done = {m: self.folder(budget, m) / "fitted.json" for m in methods}
+        out = {m: json.loads(p.read_text()) for m, p in done.items() if p.is_file()}
+        todo = [m for m in methods if m not in out]
         if not todo:
-            return
+            return out
         found = [PruningPolicy.from_dict(self.search(budget, m)["best"]["policy"]) for m in todo]
         quiet = wait_for_quiet(self.spec.get("quiet_wait_s", 900))
-        fitted = fit_many_on_device(
+        fitted = fit_on_device(
             self.ws,
             found,
             self.profile,
@@ -259,13 +261,14 @@ class Bench:
             max_steps=8,
         )
         for method, (policy, history) in zip(todo, fitted, strict=True):
-            out = {
+            out[method] = {
                 "policy": policy.to_dict(),
                 "device_fit": history,
                 "other_cpus_before": quiet,
                 "fitted_with": todo,
             }
-            write_json(self.folder(budget, method) / "fitted.json", out)
+            write_json(done[method], out[method])
+        return out
 
     def recipe(self, budget: str) -> FinetuneConfig:
         """The final recipe at ``budget`` (the suite may set epochs per budget)."""
@@ -362,8 +365,7 @@ class Bench:
         _log(f"budget {budget} · {method}: search")
         found = self.search(budget, method)
         _log(f"budget {budget} · {method}: fit to the measured budget")
-        self.fit(budget, [method])
-        fitted = json.loads((self.folder(budget, method) / "fitted.json").read_text())
+        fitted = self.fit(budget, [method])[method]
         policy = PruningPolicy.from_dict(fitted["policy"])
         finals = []
         for seed in self.spec["seeds"]:

@@ -52,9 +52,9 @@ def test_device_fit_gives_channels_back_far_under_budget(tmp_path: Path) -> None
     profile_for(cfg_path)
     ws = build_workspace(load_config(cfg_path))
     start = uniform("resnet8", ws.layer_names, 0.8)  # ~a third of dense latency
-    fitted, history = fit_on_device(
+    ((fitted, history),) = fit_on_device(
         ws,
-        start,
+        [start],
         ws.load_profile(),
         LatencyBudget.parse("0.8"),
         margin=0.03,
@@ -71,7 +71,7 @@ def test_device_fit_gives_channels_back_far_under_budget(tmp_path: Path) -> None
 
 
 def test_device_fit_of_several_policies_times_them_together(tmp_path: Path) -> None:
-    from autoprune.apply import fit_many_on_device
+    from autoprune.apply import fit_on_device
     from autoprune.budget import LatencyBudget
     from autoprune.config import load_config
     from autoprune.hardware import LUTPredictor
@@ -82,7 +82,7 @@ def test_device_fit_of_several_policies_times_them_together(tmp_path: Path) -> N
     ws = build_workspace(load_config(cfg_path))
     profile = ws.load_profile()
     starts = [uniform("resnet8", ws.layer_names, r) for r in (0.8, 0.3)]
-    fitted = fit_many_on_device(
+    fitted = fit_on_device(
         ws,
         starts,
         profile,
