@@ -99,6 +99,22 @@ def test_paired_difference_is_tighter_than_the_unpaired_intervals() -> None:
     assert paired_diff(two, np.stack([b, b]))[0] == pytest.approx(0.6)
 
 
+def test_seeds_that_disagree_widen_the_paired_interval() -> None:
+    rng = np.random.default_rng(2)
+    b = rng.random(5000) < 0.8
+    fixed = np.flatnonzero(~b)
+    a = b.copy()
+    a[fixed[:60]] = True
+    far = b.copy()
+    far[fixed[:120]] = True
+    # the same mean gain of 1.2 points: two seeds that agree, or one +2.4 and one +0.0 seed
+    agree, disagree = np.stack([a, a]), np.stack([far, b])
+    assert paired_diff(agree, b) == paired_diff(a, b)  # agreeing seeds add nothing
+    d, lo, hi = paired_diff(disagree, b)
+    d1, lo1, hi1 = paired_diff(agree, b)
+    assert d == pytest.approx(d1) and hi - lo > 1.5 * (hi1 - lo1)
+
+
 def test_spearman_ranks_with_ties() -> None:
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
