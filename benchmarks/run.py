@@ -19,10 +19,10 @@ Per budget and method (Optuna TPE, AMC, random, uniform, Torch-Pruning global ma
 4. latency: the fine-tuned model timed interleaved with the dense one, and batch-64 throughput.
 
 Test accuracy only here: on the 1,017 exact test images and the 5,000-image holdout, with 95 %
-bootstrap intervals, and the paired difference of each searched method against the best
-baseline (bootstrap over the same images). Every step is saved in the work folder as it
-finishes, so running again with the same work folder picks up where a run stopped; results
-files are rewritten after every step, keeping the rows of methods not rerun.
+bootstrap intervals (resampling images and seeds), and the paired difference of each searched
+method against the best baseline (the same images resampled for both). Every step is saved in
+the work folder as it finishes, so running again with the same work folder picks up where a run
+stopped; results files are rewritten after every step, keeping the rows of methods not rerun.
 """
 
 from __future__ import annotations
@@ -124,8 +124,10 @@ def suite_workspace(suite: str, work: Path) -> tuple[Config, Workspace]:
 class Bench:
     """One suite's state: the workspace, data, teacher and the work folder of finished steps."""
 
-    def __init__(self, suite: str, work: Path, name: str, methods: list[str]) -> None:
-        self.spec = SUITES[suite]
+    def __init__(
+        self, suite: str, work: Path, name: str, methods: list[str], seeds: list[int] | None = None
+    ) -> None:
+        self.spec = {**SUITES[suite], **({"seeds": seeds} if seeds else {})}
         self.suite, self.work, self.name, self.methods = suite, work, name, methods
         self.home = home(suite, work)
         self.cfg, self.ws = suite_workspace(suite, work)
@@ -393,6 +395,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ap.add_argument("--suite", choices=sorted(SUITES), default="cpu-v2")
     ap.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
     ap.add_argument("--budgets", nargs="*", default=None, help="default: the suite's")
+    ap.add_argument(
+        "--seeds",
+        nargs="*",
+        type=int,
+        default=None,
+        help="final fine-tune seeds (default: the suite's); finished seeds are reused, so\n"
+        "adding seeds to a finished run trains only the new ones",
+    )
     ap.add_argument("--name", default=None, help="results file name (default: the suite)")
     ap.add_argument(
         "--work", type=Path, default=None, help="work folder (default runs/bench/NAME)"
@@ -409,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     try:
         for budget in budgets:  # a bad one fails now, not after the suite is loaded
             LatencyBudget.parse(budget)
-        bench = Bench(args.suite, work, name, args.methods)
+        bench = Bench(args.suite, work, name, args.methods, args.seeds)
         rows: list[dict[str, Any]] = []
         for budget in budgets:
             if spec.get("fit") == "joint":  # every search first, then one fit for them all
