@@ -5,6 +5,8 @@
                                                     # all methods fitted to one measured latency
     python -m benchmarks.run --suite smoke   # the same steps in ~2 min: checks the runner
     python -m benchmarks.run --suite gpu     # ResNet-56 (needs CUDA; skips without)
+    python -m benchmarks.run --suite cpu-v2-matched --budgets 0.7 --final-epochs 12 \
+        --work runs/bench/cpu-v2-matched --name cpu-v2-matched-12ep  # same fits, longer finals
 
 Per budget and method (Optuna TPE, AMC, random, uniform, Torch-Pruning global magnitude):
 
@@ -125,9 +127,21 @@ class Bench:
     """One suite's state: the workspace, data, teacher and the work folder of finished steps."""
 
     def __init__(
-        self, suite: str, work: Path, name: str, methods: list[str], seeds: list[int] | None = None
+        self,
+        suite: str,
+        work: Path,
+        name: str,
+        methods: list[str],
+        seeds: list[int] | None = None,
+        final_epochs: float | None = None,
     ) -> None:
         self.spec = {**SUITES[suite], **({"seeds": seeds} if seeds else {})}
+        # A final recipe of another length keeps its runs apart from the suite's own
+        # (``final-seed0-12ep.json``): one work folder's searches and fits serve both.
+        self.final_tag = ""
+        if final_epochs is not None:
+            self.spec["final_epochs"] = {b: final_epochs for b in self.spec["budgets"]}
+            self.final_tag = f"-{final_epochs:g}ep"
         self.suite, self.work, self.name, self.methods = suite, work, name, methods
         self.home = home(suite, work)
         self.cfg, self.ws = suite_workspace(suite, work)
@@ -280,7 +294,7 @@ class Bench:
 
     def final(self, budget: str, method: str, policy: PruningPolicy, seed: int) -> dict[str, Any]:
         folder = self.folder(budget, method)
-        done = folder / f"final-seed{seed}.json"
+        done = folder / f"final-seed{seed}{self.final_tag}.json"
         if done.is_file():
             return json.loads(done.read_text())
         t0 = time.perf_counter()
@@ -317,7 +331,10 @@ class Bench:
                 "recipe": recipe,
                 **self.correctness(model),
             }
-        write_with(folder / f"final-seed{seed}.pt", lambda p: torch.save(model.state_dict(), p))
+        write_with(
+            folder / f"final-seed{seed}{self.final_tag}.pt",
+            lambda p: torch.save(model.state_dict(), p),
+        )
         write_json(done, out)
         return out
 
@@ -403,6 +420,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         help="final fine-tune seeds (default: the suite's); finished seeds are reused, so\n"
         "adding seeds to a finished run trains only the new ones",
     )
+    ap.add_argument(
+        "--final-epochs",
+        type=float,
+        default=None,
+        help="final recipe length at every budget (default: the suite's); with the same\n"
+        "--work, the searches and fits are reused and the finals kept apart",
+    )
     ap.add_argument("--name", default=None, help="results file name (default: the suite)")
     ap.add_argument(
         "--work", type=Path, default=None, help="work folder (default runs/bench/NAME)"
@@ -419,7 +443,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     try:
         for budget in budgets:  # a bad one fails now, not after the suite is loaded
             LatencyBudget.parse(budget)
-        bench = Bench(args.suite, work, name, args.methods, args.seeds)
+        bench = Bench(args.suite, work, name, args.methods, args.seeds, args.final_epochs)
         rows: list[dict[str, Any]] = []
         for budget in budgets:
             if spec.get("fit") == "joint":  # every search first, then one fit for them all
