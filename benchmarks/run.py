@@ -299,8 +299,10 @@ class Bench:
             return json.loads(done.read_text())
         t0 = time.perf_counter()
         last = [0.0]
+        steps = [0, 0]  # run, planned: fewer run when validation stopped it early
 
         def tick(step: int, total: int, loss: float) -> None:
+            steps[:] = [step, total]
             now = time.perf_counter() - t0
             if now - last[0] > 120 or step == total:
                 last[0] = now
@@ -328,6 +330,8 @@ class Bench:
             out = {
                 "seed": seed,
                 "finetune_s": seconds,
+                "steps_run": steps[0],
+                "steps_planned": steps[1],
                 "recipe": recipe,
                 **self.correctness(model),
             }
