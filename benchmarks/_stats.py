@@ -37,10 +37,13 @@ def _resampled(arrays: list[np.ndarray], boot: int, seed: int) -> list[np.ndarra
     for start in range(0, boot, CHUNK):
         m = min(CHUNK, boot - start)
         idx = images.integers(0, n, size=(m, n))
+        # how often each image is drawn in each replicate: the resampled means become a product
+        rows = (idx + n * np.arange(m)[:, None]).ravel()
+        counts = np.bincount(rows, minlength=m * n).reshape(m, n).astype(np.float32)
         for x, acc in zip(arrays, out, strict=True):
-            per_seed = x[:, idx].mean(-1)  # seeds × m: each seed on this replicate's images
+            per_seed = counts @ x.T / n  # m × seeds: each seed on this replicate's images
             pick = seeds.integers(0, len(x), size=(m, len(x)))
-            acc[start : start + m] = per_seed[pick, np.arange(m)[:, None]].mean(1)
+            acc[start : start + m] = np.take_along_axis(per_seed, pick, 1).mean(1)
     return out
 
 

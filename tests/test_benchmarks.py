@@ -128,6 +128,7 @@ def test_spearman_ranks_with_ties() -> None:
     [
         ("cpu-v2", _report.markdown),
         ("cpu-v2-matched", _report.markdown),
+        ("cpu-v2-matched-14ep", _report.markdown),
         ("latency_matched-cpu-v2", latency_matched.markdown),
         ("latency_matched-cpu-v2-matched", latency_matched.markdown),
     ],
