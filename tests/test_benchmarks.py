@@ -131,6 +131,7 @@ def test_spearman_ranks_with_ties() -> None:
         ("cpu-v2-matched-14ep", _report.markdown),
         ("latency_matched-cpu-v2", latency_matched.markdown),
         ("latency_matched-cpu-v2-matched", latency_matched.markdown),
+        ("latency_matched-cpu-v2-matched-14ep", latency_matched.markdown),
     ],
 )
 def test_committed_results_markdown_is_what_its_json_renders_to(name: str, render) -> None:
