@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,14 @@ def test_agent_learns_through_the_evaluator_and_resumes(tiny, tmp_path: Path) ->
     assert json.loads((tmp_path / "amc_state.json").read_text())["episodes"] == 6
 
 
-def test_td3_agent_runs(tiny, tmp_path: Path) -> None:
+def test_td3_agent_runs_and_writes_nothing_outside_its_run_dir(
+    tiny, tmp_path, monkeypatch
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where SB3 would put a log folder
     td3 = AMCConfig(**{**FAST.__dict__, "algorithm": "td3", "reward": "error_log_cost"})
-    summary, log = _run(tiny, tmp_path, 3, td3)
+    (tmp_path / "run").mkdir()
+    summary, log = _run(tiny, tmp_path / "run", 3, td3)
     assert summary.finished == 3 and all(r["state"] == "COMPLETE" for r in log.records)
+    assert list(scratch.iterdir()) == []

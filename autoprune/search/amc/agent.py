@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from stable_baselines3 import DDPG, TD3
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger
 
 from autoprune._io import write_json, write_with
 from autoprune.budget import fit_to_budget
@@ -70,7 +70,8 @@ class AMCSearcher(Searcher):
             seed=ctx.seed,
             device="cpu",
         )
-        self.agent.set_logger(configure(folder=None, format_strings=[]))
+        # no outputs and no folder: SB3's configure() would leave an empty SB3-<time> dir in /tmp
+        self.agent.set_logger(Logger(folder=None, output_formats=[]))
         self.rng = np.random.default_rng(ctx.seed)
         self.episodes = 0
         self.sigma = cfg.noise_sigma
