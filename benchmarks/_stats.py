@@ -20,7 +20,7 @@ def unpack(text: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
 
 
-CHUNK = 500  # bootstrap replicates per batch: seeds × CHUNK × images stays ~50 MB
+CHUNK = 500  # bootstrap replicates per batch: the CHUNK × images draws stay ~40 MB
 
 
 def _resampled(arrays: list[np.ndarray], boot: int, seed: int) -> list[np.ndarray]:

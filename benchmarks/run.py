@@ -5,8 +5,8 @@
                                                     # all methods fitted to one measured latency
     python -m benchmarks.run --suite smoke   # the same steps in ~2 min: checks the runner
     python -m benchmarks.run --suite gpu     # ResNet-56 (needs CUDA; skips without)
-    python -m benchmarks.run --suite cpu-v2-matched --budgets 0.7 --final-epochs 12 \
-        --work runs/bench/cpu-v2-matched --name cpu-v2-matched-12ep  # same fits, longer finals
+    python -m benchmarks.run --suite cpu-v2-matched --budgets 0.7 --final-epochs 14 \
+        --work runs/bench/cpu-v2-matched --name cpu-v2-matched-14ep  # same fits, longer finals
 
 Per budget and method (Optuna TPE, AMC, random, uniform, Torch-Pruning global magnitude):
 
@@ -137,7 +137,7 @@ class Bench:
     ) -> None:
         self.spec = {**SUITES[suite], **({"seeds": seeds} if seeds else {})}
         # A final recipe of another length keeps its runs apart from the suite's own
-        # (``final-seed0-12ep.json``): one work folder's searches and fits serve both.
+        # (``final-seed0-14ep.json``): one work folder's searches and fits serve both.
         self.final_tag = ""
         if final_epochs is not None:
             self.spec["final_epochs"] = {b: final_epochs for b in self.spec["budgets"]}
@@ -347,7 +347,7 @@ class Bench:
         if done.is_file():
             return json.loads(done.read_text())
         pruned = apply_policy(self.ws.model, policy, self.ws.layers, self.ws.input_shape)
-        weights = self.folder(budget, method) / "final-seed0.pt"
+        weights = self.folder(budget, method) / f"final-seed0{self.final_tag}.pt"
         if (
             weights.is_file()
         ):  # dense kernels run as fast with any weights; these are the real ones
