@@ -28,12 +28,12 @@ def correct(finals: list[dict[str, Any]], split: str) -> np.ndarray:
     return np.stack([unpack(f[f"{split}_correct"], f[f"{split}_n"]) for f in finals])
 
 
-def _ci(values: tuple[float, float, float]) -> str:
+def ci_cell(values: tuple[float, float, float]) -> str:
     mean, lo, hi = values
     return f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def _diff(values: tuple[float, float, float]) -> str:
+def diff_cell(values: tuple[float, float, float]) -> str:
     mean, lo, hi = values
     mark = " ✓" if lo > 0 else (" ✗" if hi < 0 else "")
     return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]{mark}"
@@ -64,16 +64,16 @@ def budget_table(rows: list[dict[str, Any]], dense: dict[str, Any]) -> list[str]
     for r in rows:
         f = r["finals"]
         diff = (
-            _diff(paired_diff(correct(f, "all"), correct(ref["finals"], "all")))
+            diff_cell(paired_diff(correct(f, "all"), correct(ref["finals"], "all")))
             if ref is not None and r is not ref
             else "–"
         )
         md.append(
             f"| {LABEL[r['method']]} | {r['search']['best']['accuracy']:.2f} | "
             f"{statistics.mean(x['val_acc'] for x in f):.2f} | "
-            f"{_ci(bootstrap_ci(correct(f, 'test')))} | "
-            f"{_ci(bootstrap_ci(correct(f, 'holdout'))) if 'holdout_n' in f[0] else '–'} | "
-            f"{_ci(bootstrap_ci(correct(f, 'all')))} | {diff} | {r['budget_used']:.1%} | "
+            f"{ci_cell(bootstrap_ci(correct(f, 'test')))} | "
+            f"{ci_cell(bootstrap_ci(correct(f, 'holdout'))) if 'holdout_n' in f[0] else '–'} | "
+            f"{ci_cell(bootstrap_ci(correct(f, 'all')))} | {diff} | {r['budget_used']:.1%} | "
             f"{table_share(r)} | {1 / r['relative_latency']:.2f}× | {r['macs'] / 1e6:.2f} | "
             f"{r['b64_images_per_s']:.0f} | {r['search']['search_s'] / 60:.0f} | "
             f"{statistics.mean(x['finetune_s'] for x in f) / 60:.1f} |"
@@ -167,4 +167,4 @@ def markdown(out: dict[str, Any]) -> str:
     return "\n".join(md) + "\n"
 
 
-__all__ = ["best_baseline", "correct", "markdown"]
+__all__ = ["best_baseline", "ci_cell", "correct", "diff_cell", "markdown"]

@@ -1,13 +1,16 @@
 """Did every method get the same latency? Time all of a benchmark's final policies together.
 
     python -m benchmarks.latency_matched [--name cpu-v2] [--sessions 3]   # ~2 min per session
+    python -m benchmarks.latency_matched --name cpu-v2 --render   # no timing: re-render after
+                                                                  # the results file changed
 
 Each row of a benchmark v2 results file was fitted to the measured budget, and timed after its
 final fine-tune, in its own timing session — minutes or hours apart. On a shared or virtualised
 CPU the machine's speed drifts between sessions by more than the fit's 1.5 % tolerance, so the
 rows may not have received the same latency. This study times the dense model and every row's
 final architecture (weights do not change latency) interleaved in one session, several sessions
-in a row, and reports each row's share of dense latency: the latency-matched view of the table.
+in a row, and reports each row's share of dense latency: the latency-matched view of the table,
+with each row's held-out accuracy beside it (the table the README quotes).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,8 @@ from autoprune.pipeline import ensure_profile
 from autoprune.policy import PruningPolicy
 from autoprune.pruning import apply_policy
 from benchmarks._common import RESULTS, provenance, save, wait_for_quiet
-from benchmarks._report import LABEL
+from benchmarks._report import LABEL, best_baseline, ci_cell, correct, diff_cell
+from benchmarks._stats import bootstrap_ci, paired_diff
 from benchmarks.run import _log, suite_workspace
 
 
@@ -38,11 +43,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--work", type=Path, default=None, help="its work folder (for the profile)")
     ap.add_argument("--sessions", type=int, default=3)
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--render",
+        action="store_true",
+        help="time nothing: re-render the markdown from the saved timings and the results\n"
+        "file as it is now (after seeds or rows were added to it)",
+    )
     args = ap.parse_args(argv)
     source = args.results / f"{args.name}.json"
     if not source.is_file():
         raise SystemExit(f"error: no benchmark results {source}: run benchmarks.run first")
     bench = json.loads(source.read_text())
+    if args.render:
+        saved = args.results / f"latency_matched-{args.name}.json"
+        if not saved.is_file():
+            raise SystemExit(f"error: no timings {saved}: run without --render first")
+        out = json.loads(saved.read_text())
+        save(out["name"], out, markdown(out, bench), folder=args.results)
+        return out
     work = args.work or Path("runs/bench") / args.name
     _, ws = suite_workspace(bench["suite"], work)
     profile, _, _ = ensure_profile(ws)
@@ -91,12 +109,63 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "measure": MEASURE,
         "provenance": provenance(profile.device, profile.threads, profile.batch),
     }
-    save(out["name"], out, markdown(out), folder=args.results)
-    print(markdown(out))
+    md = markdown(out, bench)
+    save(out["name"], out, md, folder=args.results)
+    print(md)
     return out
 
 
-def markdown(out: dict[str, Any]) -> str:
+def _by_budget(rows: list[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    for budget in dict.fromkeys(r["budget"] for r in rows):
+        yield budget, [r for r in rows if r["budget"] == budget]
+
+
+def accuracy_table(out: dict[str, Any], bench: dict[str, Any]) -> list[str]:
+    """Every row of the benchmark with its accuracy on the held-out splits (mean of seeds, 95 %
+    intervals resampling images and seeds), the paired difference to the best baseline at its
+    budget, its test drop from dense, and its share of dense latency as timed here."""
+    share = {(r["budget"], r["method"]): r for r in out["rows"]}
+    md = [
+        "| budget | method | exact test (1,017) | holdout (5,000) | all 6,017 held-out | "
+        "Δ all vs best baseline (paired) | test drop | share of dense, timed together | "
+        "MACs M |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for budget, rows in _by_budget(bench["rows"]):
+        ref = best_baseline(rows)
+        for r in rows:
+            f = r["finals"]
+            diff = (
+                "–"
+                if ref is None
+                else "(best baseline)"
+                if r is ref
+                else diff_cell(paired_diff(correct(f, "all"), correct(ref["finals"], "all")))
+            )
+            timed = share.get((budget, r["method"]))
+            matched = f"{timed['share_median']:.1%}" if timed else "– (not timed here)"
+            drop = statistics.mean(x["test_acc"] for x in f) - bench["dense"]["test_acc"]
+            md.append(
+                f"| {float(budget):.0%} | {LABEL[r['method']]} | "
+                f"{ci_cell(bootstrap_ci(correct(f, 'test')))} | "
+                f"{ci_cell(bootstrap_ci(correct(f, 'holdout')))} | "
+                f"{ci_cell(bootstrap_ci(correct(f, 'all')))} | {diff} | {drop:+.2f} | "
+                f"{matched} | "
+                f"{r['macs'] / 1e6:.2f} |"
+            )
+    seeds = sorted({len(r["finals"]) for r in bench["rows"]})
+    md += [
+        "",
+        f"Accuracy from `{out['source']}` as it is now ({'/'.join(map(str, seeds))} final "
+        f"seeds per row); dense: test {bench['dense']['test_acc']:.2f}, holdout "
+        f"{bench['dense']['holdout_acc']:.2f} %. ✓ / ✗: the paired interval excludes zero in "
+        "favour / against.",
+    ]
+    return md
+
+
+def markdown(out: dict[str, Any], bench: dict[str, Any] | None = None) -> str:
+    """The timings; with ``bench`` (the results file timed) the accuracy table beside them."""
     prov = out["provenance"]
     dense = [s["dense_ms"] for s in out["sessions"]]
     md = [
@@ -117,6 +186,8 @@ def markdown(out: dict[str, Any]) -> str:
             f"[{r['share_min']:.1%}, {r['share_max']:.1%}] | {r['own_session_share']:.1%} | "
             f"{r['table_share']:.1%} | {r['macs'] / 1e6:.2f} |"
         )
+    if bench is not None:
+        md += ["", "## Accuracy at the latency timed here", "", *accuracy_table(out, bench)]
     return "\n".join(md) + "\n"
 
 

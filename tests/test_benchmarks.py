@@ -123,17 +123,13 @@ def test_spearman_ranks_with_ties() -> None:
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(np.sqrt(3) / 2)
 
 
-@pytest.mark.parametrize(
-    ("name", "render"),
-    [
-        ("cpu-v2", _report.markdown),
-        ("cpu-v2-matched", _report.markdown),
-        ("cpu-v2-matched-14ep", _report.markdown),
-        ("latency_matched-cpu-v2", latency_matched.markdown),
-        ("latency_matched-cpu-v2-matched", latency_matched.markdown),
-        ("latency_matched-cpu-v2-matched-14ep", latency_matched.markdown),
-    ],
-)
-def test_committed_results_markdown_is_what_its_json_renders_to(name: str, render) -> None:
+@pytest.mark.parametrize("name", ["cpu-v2", "cpu-v2-matched", "cpu-v2-matched-14ep"])
+def test_committed_results_markdown_is_what_its_json_renders_to(name: str) -> None:
     data = json.loads((RESULTS / f"{name}.json").read_text())
-    assert render(data) == (RESULTS / f"{name}.md").read_text()
+    assert _report.markdown(data) == (RESULTS / f"{name}.md").read_text()
+    # the latency-matched view joins its timings with the results file as it is now
+    timings = json.loads((RESULTS / f"latency_matched-{name}.json").read_text())
+    rendered = latency_matched.markdown(timings, data)
+    assert rendered == (RESULTS / f"latency_matched-{name}.md").read_text()
+    for r in data["rows"]:  # every row of the results file is in the accuracy table
+        assert f"| {float(r['budget']):.0%} | {_report.LABEL[r['method']]} | " in rendered
