@@ -123,6 +123,21 @@ def suite_workspace(suite: str, work: Path) -> tuple[Config, Workspace]:
     return cfg, build_workspace(cfg)
 
 
+def final_settings(
+    spec: dict[str, Any], seeds: list[int] | None, final_epochs: float | None
+) -> tuple[dict[str, Any], str]:
+    """A suite's settings with ``--seeds`` / ``--final-epochs`` applied, and the tag of its final
+    runs' files. A final recipe of another length keeps its runs apart from the suite's own
+    (``final-seed0-14ep.json``), so one work folder's searches and fits serve both."""
+    spec = {**spec, **({"seeds": list(seeds)} if seeds else {})}
+    if final_epochs is None:
+        return spec, ""
+    if final_epochs <= 0:
+        raise AutopruneError(f"--final-epochs must be positive, got {final_epochs:g}")
+    spec["final_epochs"] = {b: final_epochs for b in spec["budgets"]}
+    return spec, f"-{final_epochs:g}ep"
+
+
 class Bench:
     """One suite's state: the workspace, data, teacher and the work folder of finished steps."""
 
@@ -135,13 +150,7 @@ class Bench:
         seeds: list[int] | None = None,
         final_epochs: float | None = None,
     ) -> None:
-        self.spec = {**SUITES[suite], **({"seeds": seeds} if seeds else {})}
-        # A final recipe of another length keeps its runs apart from the suite's own
-        # (``final-seed0-14ep.json``): one work folder's searches and fits serve both.
-        self.final_tag = ""
-        if final_epochs is not None:
-            self.spec["final_epochs"] = {b: final_epochs for b in self.spec["budgets"]}
-            self.final_tag = f"-{final_epochs:g}ep"
+        self.spec, self.final_tag = final_settings(SUITES[suite], seeds, final_epochs)
         self.suite, self.work, self.name, self.methods = suite, work, name, methods
         self.home = home(suite, work)
         self.cfg, self.ws = suite_workspace(suite, work)
@@ -447,6 +456,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     try:
         for budget in budgets:  # a bad one fails now, not after the suite is loaded
             LatencyBudget.parse(budget)
+        final_settings(spec, args.seeds, args.final_epochs)
         bench = Bench(args.suite, work, name, args.methods, args.seeds, args.final_epochs)
         rows: list[dict[str, Any]] = []
         for budget in budgets:

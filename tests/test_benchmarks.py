@@ -29,6 +29,7 @@ def test_gpu_benchmark_suite_skips_cleanly_without_cuda(capsys) -> None:
     ("module", "argv", "says"),
     [
         ("run", ["--suite", "smoke", "--budgets", "abc"], "cannot read latency budget 'abc'"),
+        ("run", ["--suite", "smoke", "--final-epochs", "0"], "--final-epochs must be positive"),
         ("latency_matched", ["--name", "no-such-run"], "no benchmark results"),
     ],
 )
@@ -67,6 +68,19 @@ def test_benchmark_rerun_of_some_methods_keeps_the_other_rows(tmp_path) -> None:
     # another suite's file, or none, contributes nothing
     assert merge_rows(new, earlier, "smoke", ["0.5"]) == new[::-1]
     assert merge_rows(new, tmp_path / "absent.json", "cpu-v2", ["0.5"]) == new[::-1]
+
+
+def test_more_seeds_and_a_longer_final_keep_the_suites_runs_apart() -> None:
+    from benchmarks.run import SUITES, final_settings
+
+    suite = SUITES["cpu-v2"]
+    before = json.dumps(suite, sort_keys=True)
+    assert final_settings(suite, None, None) == (suite, "")
+    spec, tag = final_settings(suite, [0, 1, 2, 3], 14)
+    assert spec["seeds"] == [0, 1, 2, 3] and spec["trials"] == suite["trials"]
+    assert spec["final_epochs"] == {"0.7": 14, "0.5": 14} and tag == "-14ep"
+    assert final_settings(suite, None, 8.5)[1] == "-8.5ep"
+    assert json.dumps(suite, sort_keys=True) == before  # the suite itself is left as it was
 
 
 def test_correctness_vectors_survive_packing() -> None:
