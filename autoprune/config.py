@@ -36,7 +36,7 @@ class FinetuneConfig:
         amp: mixed precision (float16 on CUDA with loss scaling, bfloat16 on the CPU).
         iterative_steps: prune → fine-tune rounds (1 = one-shot; see :mod:`autoprune.schedule`).
         patience: early stop after this many validation checks without improvement, keeping
-            the best weights (0 = off; needs a validation split).
+            the best weights, the final ones included (0 = off; needs a validation split).
         eval_every: steps between validation checks (0 = once per epoch).
     """
 

@@ -112,7 +112,8 @@ def finetune(
     (mixed precision with ``cfg.amp``); return the mean loss of the last 20.
 
     With ``cfg.patience`` and a ``val`` split, stops early when validation accuracy has not
-    improved for ``patience`` checks and restores the best weights seen.
+    improved for ``patience`` checks, and returns the best weights seen — the final ones
+    compete too, and win ties (a later point of a decaying schedule, at equal accuracy).
     """
     total = cfg.total_steps(len(train))
     if total <= 0:
@@ -151,7 +152,7 @@ def finetune(
                 break
         epoch += 1
     if stopper is not None:
-        stopper.restore()
+        stopper.finish(checked=step % check == 0)
     model.eval()
     return sum(losses[-20:]) / len(losses[-20:])
 
@@ -165,16 +166,21 @@ class _EarlyStop:
         self.state: dict[str, torch.Tensor] | None = None
 
     def stop(self) -> bool:
+        """Score the current weights; keep them if at least as good as the best (the later of
+        equals); ``True`` after ``patience`` checks without a strict improvement."""
         acc = accuracy(self.model, self.val)
         self.model.train()
-        if acc > self.best:
-            self.best, self.waited = acc, 0
+        self.waited = 0 if acc > self.best else self.waited + 1
+        if acc >= self.best:
+            self.best = acc
             self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        else:
-            self.waited += 1
         return self.waited >= self.patience
 
-    def restore(self) -> None:
+    def finish(self, checked: bool) -> None:
+        """Leave the best weights in the model, the final ones scored too (``checked``: the
+        last step was a check already)."""
+        if not checked:
+            self.stop()
         if self.state is not None:
             self.model.load_state_dict(self.state)
 

@@ -3,6 +3,7 @@ iterative and early-stopped fine-tuning, sparsity kept through fine-tuning, mode
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -178,6 +179,27 @@ def test_early_stop_stops_and_restores_the_best_weights(tiny) -> None:
     finetune(model, tiny.data.train, cfg, val=tiny.data.val, progress=progress)
     assert max(seen) < 40  # stopped early: lr 50 destroys the weights
     assert accuracy(model, tiny.data.val) >= seen[2]  # the best checkpoint came back
+
+
+def test_early_stop_lets_the_final_weights_compete(tiny) -> None:
+    """The last check is at step 4 of 5: the weights of step 5 must be scored as well, not
+    thrown away for the step-4 checkpoint."""
+    model = apply_policy(tiny.model, PruningPolicy("resnet8", {}), tiny.layers, SHAPE)
+    snap: dict[int, dict[str, torch.Tensor]] = {}
+
+    def progress(step: int, total: int, loss: float) -> None:
+        snap[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    cfg = FinetuneConfig(steps=5, batch_size=16, lr=0.05, patience=100, eval_every=4)
+    finetune(model, tiny.data.train, cfg, val=tiny.data.val, progress=progress)
+    kept = model.state_dict()
+    scores = {}
+    for step in (4, 5):
+        other = copy.deepcopy(model)
+        other.load_state_dict(snap[step])
+        scores[step] = accuracy(other, tiny.data.val)
+    assert scores[5] >= scores[4]  # this setting improves to the end (checked), so …
+    assert all(torch.equal(kept[k], snap[5][k]) for k in kept)  # … the final weights are kept
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "cifar_vgg11_s", "tests.user_models:tiny_net"])
