@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         saved = args.results / f"latency_matched-{args.name}.json"
         if not saved.is_file():
             raise SystemExit(f"error: no timings {saved}: run without --render first")
-        out = json.loads(saved.read_text())
-        save(out["name"], out, markdown(out, bench), folder=args.results)
-        return out
+        timings: dict[str, Any] = json.loads(saved.read_text())
+        save(timings["name"], timings, markdown(timings, bench), folder=args.results)
+        return timings
     work = args.work or Path("runs/bench") / args.name
     _, ws = suite_workspace(bench["suite"], work)
     profile, _, _ = ensure_profile(ws)
