@@ -23,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstrings wrap at 100 columns: single newlines are not breaks
     help="Search per-layer pruning ratios under a latency budget measured on your device.",
 )
 
@@ -164,8 +165,10 @@ def apply(
         True, "--fit-device/--keep-policy", help="Fit the policy to the measured budget."
     ),
 ) -> None:
-    """Apply the best policy, fit it to the budget as measured on the device, fine-tune it,
-    re-measure its latency, save the model."""
+    """Apply the best policy: fit it to the measured budget, fine-tune, re-measure, save.
+
+    The policy is moved until its latency measured beside the dense model meets the budget, then
+    fine-tuned with the final recipe, timed again, and saved with its report data."""
     with _errors(ctx):
         from autoprune import api
 
@@ -189,8 +192,10 @@ def sensitivity(
     out_dir: Path = typer.Option(Path("runs/sensitivity"), "--out", help="Output folder."),
     max_drop: float = typer.Option(2.0, help="Accuracy points for the suggested bounds."),
 ) -> None:
-    """Prune each layer alone over a grid of ratios and score validation accuracy: a table,
-    accuracy-vs-ratio curves, and per-layer bounds for `search --sensitivity`."""
+    """Per-layer sensitivity: prune each layer alone over a grid of ratios.
+
+    Scores validation accuracy for each; writes a table, accuracy-vs-ratio curves, and per-layer
+    bounds for `search --sensitivity`."""
     with _errors(ctx):
         from autoprune import api
 
@@ -210,8 +215,10 @@ def report(
     run_dir: Path = typer.Argument(..., help="A search run directory."),
     out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/report)."),
 ) -> None:
-    """Write report.md and a self-contained report.html with plots: accuracy vs latency, search
-    progress, learning curves, channels per layer, predicted vs measured latency, sensitivity."""
+    """Write report.md and a self-contained report.html with plots.
+
+    Plots: accuracy vs latency, search progress, learning curves, channels per layer, predicted
+    vs measured latency, sensitivity."""
     with _errors(ctx):
         from autoprune import api
 
@@ -244,8 +251,9 @@ def demo(
     searcher: str | None = typer.Option(None, help="optuna | amc | random | uniform | global."),
     budget: str | None = typer.Option(None, help="Latency budget (default: the config's, 0.8)."),
 ) -> None:
-    """Offline end-to-end demo on the bundled ResNet-20 and CIFAR-10 images: profile, search,
-    apply, export, report — under 10 minutes on 2 CPU cores."""
+    """Offline end-to-end demo on the bundled ResNet-20 and CIFAR-10 images (< 10 min, 2 CPUs).
+
+    Runs profile, search, apply, export and report in turn."""
     with _errors(ctx):
         from autoprune.config import DEFAULT_CONFIG, load_config
         from autoprune.demo import run_demo
