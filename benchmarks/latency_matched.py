@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,7 @@ from autoprune.pipeline import ensure_profile
 from autoprune.policy import PruningPolicy
 from autoprune.pruning import apply_policy
 from benchmarks._common import RESULTS, provenance, save, wait_for_quiet
-from benchmarks._report import LABEL, best_baseline, ci_cell, correct, diff_cell
-from benchmarks._stats import bootstrap_ci, paired_diff
+from benchmarks._report import HELD_OUT_HEADER, LABEL, held_out_cells
 from benchmarks.run import _log, suite_workspace
 
 
@@ -115,51 +113,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return out
 
 
-def _by_budget(rows: list[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    for budget in dict.fromkeys(r["budget"] for r in rows):
-        yield budget, [r for r in rows if r["budget"] == budget]
-
-
 def accuracy_table(out: dict[str, Any], bench: dict[str, Any]) -> list[str]:
-    """Every row of the benchmark with its accuracy on the held-out splits (mean of seeds, 95 %
-    intervals resampling images and seeds), the paired difference to the best baseline at its
-    budget, its test drop from dense, and its share of dense latency as timed here."""
-    share = {(r["budget"], r["method"]): r for r in out["rows"]}
+    """Every row of the benchmark with its held-out accuracy (:func:`held_out_cells`) and its
+    share of dense latency as timed here."""
+    share = {(r["budget"], r["method"]): r["share_median"] for r in out["rows"]}
     md = [
-        "| budget | method | exact test (1,017) | holdout (5,000) | all 6,017 held-out | "
-        "Δ all vs best baseline (paired) | test drop | share of dense, timed together | "
-        "MACs M |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        HELD_OUT_HEADER + " share of dense, timed together | MACs M |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for budget, rows in _by_budget(bench["rows"]):
-        ref = best_baseline(rows)
-        for r in rows:
-            f = r["finals"]
-            diff = (
-                "–"
-                if ref is None
-                else "(best baseline)"
-                if r is ref
-                else diff_cell(paired_diff(correct(f, "all"), correct(ref["finals"], "all")))
-            )
-            timed = share.get((budget, r["method"]))
-            matched = f"{timed['share_median']:.1%}" if timed else "– (not timed here)"
-            drop = statistics.mean(x["test_acc"] for x in f) - bench["dense"]["test_acc"]
-            md.append(
-                f"| {float(budget):.0%} | {LABEL[r['method']]} | "
-                f"{ci_cell(bootstrap_ci(correct(f, 'test')))} | "
-                f"{ci_cell(bootstrap_ci(correct(f, 'holdout')))} | "
-                f"{ci_cell(bootstrap_ci(correct(f, 'all')))} | {diff} | {drop:+.2f} | "
-                f"{matched} | "
-                f"{r['macs'] / 1e6:.2f} |"
-            )
-    seeds = sorted({len(r["finals"]) for r in bench["rows"]})
+    for r, cells in held_out_cells(bench["rows"], bench["dense"]):
+        timed = share.get((r["budget"], r["method"]))
+        matched = "– (not timed here)" if timed is None else f"{timed:.1%}"
+        md.append(f"| {' | '.join(cells)} | {matched} | {r['macs'] / 1e6:.2f} |")
     md += [
         "",
-        f"Accuracy from `{out['source']}` as it is now ({'/'.join(map(str, seeds))} final "
-        f"seeds per row); dense: test {bench['dense']['test_acc']:.2f}, holdout "
-        f"{bench['dense']['holdout_acc']:.2f} %. ✓ / ✗: the paired interval excludes zero in "
-        "favour / against.",
+        f"Accuracy from `{out['source']}` as it is now; dense: test "
+        f"{bench['dense']['test_acc']:.2f}, holdout {bench['dense']['holdout_acc']:.2f} %. "
+        "✓ / ✗: the paired interval excludes zero in favour / against.",
     ]
     return md
 

@@ -147,3 +147,13 @@ def test_committed_results_markdown_is_what_its_json_renders_to(name: str) -> No
     assert rendered == (RESULTS / f"latency_matched-{name}.md").read_text()
     for r in data["rows"]:  # every row of the results file is in the accuracy table
         assert f"| {float(r['budget']):.0%} | {_report.LABEL[r['method']]} | " in rendered
+
+
+def test_readme_result_rows_are_copied_from_rendered_results() -> None:
+    """README's benchmark tables quote the results files; a row edited by hand, or left behind
+    when a results file changed, fails here."""
+    readme = (RESULTS.parent.parent / "README.md").read_text()
+    rendered = "\n".join(p.read_text() for p in RESULTS.glob("*.md"))
+    rows = [line for line in readme.splitlines() if line.startswith(("| 70% |", "| 50% |"))]
+    assert len(rows) >= 10
+    assert [r for r in rows if r not in rendered] == []
