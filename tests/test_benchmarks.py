@@ -44,6 +44,14 @@ def test_benchmark_bad_input_fails_up_front(tmp_path, capsys, module, argv, says
     assert not (tmp_path / "work").exists()  # nothing loaded or written before the check
 
 
+def test_latency_matched_render_without_timings_fails_clearly(tmp_path) -> None:
+    (tmp_path / "x.json").write_text(json.dumps({"suite": "cpu-v2", "rows": []}))
+    with pytest.raises(SystemExit) as e:
+        latency_matched.main(["--name", "x", "--render", "--results", str(tmp_path)])
+    assert "no timings" in str(e.value.code) and "run without --render" in str(e.value.code)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]  # nothing written
+
+
 def test_benchmark_rerun_of_some_methods_keeps_the_other_rows(tmp_path) -> None:
     from benchmarks.run import merge_rows
 
