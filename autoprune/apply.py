@@ -17,7 +17,7 @@ from autoprune._io import write_json, write_with
 from autoprune.budget import LatencyBudget, fit_to_budget
 from autoprune.data.splits import Splits
 from autoprune.errors import PolicyError
-from autoprune.finetune import accuracy
+from autoprune.finetune import FinetuneResult, accuracy
 from autoprune.hardware.measure import measure_models
 from autoprune.hardware.predictor import LUTPredictor
 from autoprune.hardware.profile import HardwareProfile
@@ -51,6 +51,7 @@ class ExportReport:
     device_fit: list[dict[str, float]] = field(default_factory=list)  # see fit_on_device
     data: dict[str, Any] = field(default_factory=dict)  # splits: sizes, where they come from
     recipe: dict[str, Any] = field(default_factory=dict)  # the final fine-tune's settings
+    finetuned: dict[str, Any] = field(default_factory=dict)  # what it did: FinetuneResult
 
     @property
     def within_budget(self) -> bool:
@@ -195,11 +196,12 @@ def final_finetune(
     data: Splits,
     *,
     progress: Progress | None = None,
-) -> nn.Module:
+) -> tuple[nn.Module, FinetuneResult]:
     """``ws.model`` pruned to ``policy`` and fine-tuned with the config's final recipe,
-    distilled from the dense model, early-stopped on validation."""
+    distilled from the dense model, early-stopped on validation; and what the fine-tune did."""
     report = progress or (lambda *_: None)
-    return prune_and_finetune(
+    done: list[FinetuneResult] = []
+    model = prune_and_finetune(
         ws.model,
         policy,
         ws.layers,
@@ -211,7 +213,9 @@ def final_finetune(
         val=data.val,
         progress=lambda s, n, _loss: report("final fine-tune", s, n),
         device=ws.compute,
+        on_result=done.append,
     )
+    return model, done[0]
 
 
 @dataclass(frozen=True)
@@ -292,7 +296,7 @@ def _result(
     pruned: nn.Module,
     before: float,
     history: list[dict[str, float]],
-    finetuned: bool,
+    done: FinetuneResult | None,
 ) -> ExportReport:
     return ExportReport(
         model=ws.config.model,
@@ -310,7 +314,8 @@ def _result(
         device={**profile.describe(), "other_cpus": m.pruned.other_cpus},
         device_fit=history,
         data=data.describe(),
-        recipe=asdict(ws.config.final_finetune) if finetuned else {},
+        recipe=asdict(ws.config.final_finetune) if done else {},
+        finetuned=asdict(done) if done else {},
     )
 
 
@@ -354,12 +359,13 @@ def apply_and_export(
     )
     pruned = apply_policy(ws.model, policy, ws.layers, ws.input_shape)
     before = accuracy(pruned, data.val, cfg.eval_batch_size)  # one-shot, before fine-tuning
+    done = None
     if finetune_final:
-        pruned = final_finetune(ws, policy, data, progress=progress)
+        pruned, done = final_finetune(ws, policy, data, progress=progress)
     report("measuring latency", 0, 1)
     m = measure_pair(ws, pruned, policy, profile, budget_spec, measure_kwargs)
     report("measuring latency", 1, 1)
-    result = _result(ws, policy, profile, data, m, pruned, before, history, finetune_final)
+    result = _result(ws, policy, profile, data, m, pruned, before, history, done)
     if onnx:
         from autoprune.export import ONNX, export_onnx
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -98,6 +99,19 @@ def _optimizer(model: nn.Module, cfg: FinetuneConfig, total: int) -> tuple[Any, 
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
 
 
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What one fine-tune did: steps run of those planned (fewer after an early stop), and the
+    step whose weights the model holds at the end, with their validation accuracy (early stop
+    only: without it the final weights are kept unscored)."""
+
+    loss: float  # mean of the last 20 steps
+    steps: int
+    planned: int
+    kept_step: int
+    val_acc: float | None = None
+
+
 def finetune(
     model: nn.Module,
     train: Split,
@@ -107,17 +121,17 @@ def finetune(
     teacher: nn.Module | Teacher | None = None,
     val: Split | None = None,
     progress: Callable[[int, int, float], None] | None = None,
-) -> float:
+) -> FinetuneResult:
     """Train ``model`` in place, on the device it lives on, for ``cfg.total_steps`` steps
-    (mixed precision with ``cfg.amp``); return the mean loss of the last 20.
+    (mixed precision with ``cfg.amp``).
 
     With ``cfg.patience`` and a ``val`` split, stops early when validation accuracy has not
     improved for ``patience`` checks, and returns the best weights seen — the final ones
     compete too, and win ties (a later point of a decaying schedule, at equal accuracy).
     """
-    total = cfg.total_steps(len(train))
+    total = planned = cfg.total_steps(len(train))
     if total <= 0:
-        return float("nan")
+        return FinetuneResult(float("nan"), 0, 0, 0)
     device = model_device(model)
     check = cfg.eval_every or math.ceil(len(train) / cfg.batch_size)
     stopper = _EarlyStop(model, val, cfg.patience) if cfg.patience > 0 and val else None
@@ -146,15 +160,16 @@ def finetune(
             step += 1
             if progress is not None:
                 progress(step, total, losses[-1])
-            if stopper is not None and step % check == 0 and stopper.stop():
+            if stopper is not None and step % check == 0 and stopper.stop(step):
                 total = step
             if step >= total:
                 break
         epoch += 1
+    kept, val_acc = step, None
     if stopper is not None:
-        stopper.finish(checked=step % check == 0)
+        kept, val_acc = stopper.finish(step, checked=step % check == 0)
     model.eval()
-    return sum(losses[-20:]) / len(losses[-20:])
+    return FinetuneResult(sum(losses[-20:]) / len(losses[-20:]), step, planned, kept, val_acc)
 
 
 class _EarlyStop:
@@ -162,27 +177,28 @@ class _EarlyStop:
 
     def __init__(self, model: nn.Module, val: Split, patience: int) -> None:
         self.model, self.val, self.patience = model, val, patience
-        self.best, self.waited = float("-inf"), 0
+        self.best, self.waited, self.best_step = float("-inf"), 0, 0
         self.state: dict[str, torch.Tensor] | None = None
 
-    def stop(self) -> bool:
+    def stop(self, step: int) -> bool:
         """Score the current weights; keep them if at least as good as the best (the later of
         equals); ``True`` after ``patience`` checks without a strict improvement."""
         acc = accuracy(self.model, self.val)
         self.model.train()
         self.waited = 0 if acc > self.best else self.waited + 1
         if acc >= self.best:
-            self.best = acc
+            self.best, self.best_step = acc, step
             self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         return self.waited >= self.patience
 
-    def finish(self, checked: bool) -> None:
-        """Leave the best weights in the model, the final ones scored too (``checked``: the
-        last step was a check already)."""
+    def finish(self, step: int, checked: bool) -> tuple[int, float]:
+        """Leave the best weights in the model, the final ones (of ``step``) scored too
+        (``checked``: that step was a check already); return their step and accuracy."""
         if not checked:
-            self.stop()
+            self.stop(step)
         if self.state is not None:
             self.model.load_state_dict(self.state)
+        return self.best_step, self.best
 
 
 @torch.inference_mode()
@@ -196,4 +212,12 @@ def accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
     return 100.0 * correct / max(len(split), 1)
 
 
-__all__ = ["FinetuneConfig", "Teacher", "accuracy", "as_teacher", "distill_loss", "finetune"]
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneResult",
+    "Teacher",
+    "accuracy",
+    "as_teacher",
+    "distill_loss",
+    "finetune",
+]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from torch import nn
 
 from autoprune.data import Split
-from autoprune.finetune import FinetuneConfig, Teacher, as_teacher, finetune
+from autoprune.finetune import FinetuneConfig, FinetuneResult, Teacher, as_teacher, finetune
 from autoprune.policy import PruningPolicy, kept_channels
 from autoprune.prunable import PrunableLayer
 from autoprune.pruning import apply_policy, apply_sparsity, make_permanent, prune_structured
@@ -30,6 +30,7 @@ def prune_and_finetune(
     val: Split | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     device: str = "cpu",
+    on_result: Callable[[FinetuneResult], None] | None = None,
 ) -> nn.Module:
     """Return ``dense`` pruned to ``policy`` and fine-tuned with ``cfg`` on ``device`` (the
     result is back on the CPU; ``dense`` is never moved).
@@ -39,18 +40,22 @@ def prune_and_finetune(
     ``1 / N`` of the recipe's steps, the learning rate cosine-annealed within each round. The
     result has exactly the one-shot architecture, so it reloads from the same policy.
     Magnitude masks (hybrid/unstructured) stay attached while fine-tuning, so zeros stay zero.
+    ``on_result`` receives what the fine-tune did (rounds summed: steps counted from the first).
     """
     rounds = cfg.iterative_steps if policy.mode != "unstructured" else 1
     # cached logits are computed once for all rounds
     teacher = as_teacher(teacher, train, cfg, device)
     if rounds <= 1:
         model = apply_policy(dense, policy, layers, input_shape, permanent=False).to(device)
-        finetune(model, train, cfg, seed=seed, teacher=teacher, val=val, progress=progress)
+        done = finetune(model, train, cfg, seed=seed, teacher=teacher, val=val, progress=progress)
+        if on_result is not None:
+            on_result(done)
         return make_permanent(model).cpu()
     per = max(1, cfg.total_steps(len(train)) // rounds)
     round_cfg = dataclasses.replace(cfg, steps=per, epochs=None)
     model = copy.deepcopy(dense)
     current = {la.name: la.channels for la in layers}
+    results: list[FinetuneResult] = []
     for k in range(1, rounds + 1):
         target = {
             la.name: kept_channels(
@@ -72,7 +77,22 @@ def prune_and_finetune(
                 progress(per * (k - 1) + s, per * rounds, loss)
 
         model.to(device)
-        finetune(model, train, round_cfg, seed=seed + k, teacher=teacher, val=val, progress=tick)
+        results.append(
+            finetune(
+                model, train, round_cfg, seed=seed + k, teacher=teacher, val=val, progress=tick
+            )
+        )
+    if on_result is not None:
+        last, before = results[-1], sum(r.steps for r in results[:-1])
+        on_result(
+            FinetuneResult(
+                last.loss,
+                before + last.steps,
+                sum(r.planned for r in results),
+                before + last.kept_step,
+                last.val_acc,
+            )
+        )
     return make_permanent(model).cpu()
 
 

@@ -35,8 +35,12 @@ def test_apply_export_reload_and_onnx_parity(tmp_path: Path) -> None:
     assert rep.pruned["macs"] < rep.dense["macs"] and "within_budget" in rep.to_dict()
     assert {"val_acc", "test_acc", "holdout_acc"} <= set(rep.dense) <= set(rep.pruned)
     assert rep.data["val"] == {"images": 64, "pool": "test"} and rep.recipe["steps"] == 2
+    assert (rep.finetuned["steps"], rep.finetuned["planned"], rep.finetuned["kept_step"]) == (
+        2,
+    ) * 3
     out = export_dir(tmp_path / "final", tmp_path / "export")
     assert out["onnx_max_abs_diff"] < 1e-3 and (tmp_path / "export/report.md").is_file()
+    assert "It ran 2 steps." in (tmp_path / "export/report.md").read_text()
     state = torch.load(tmp_path / "export/model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     model = load_pruned_model(tmp_path / "export/best_policy.json", tmp_path / "export/model.pt")

@@ -156,9 +156,12 @@ def test_iterative_schedule_reaches_the_one_shot_architecture_and_keeps_sparsity
     one_shot = apply_policy(tiny.model, policy, tiny.layers, SHAPE)
     for steps in (1, 3):
         cfg = FinetuneConfig(steps=6, batch_size=16, iterative_steps=steps)
+        done: list = []
         model = prune_and_finetune(
-            tiny.model, policy, tiny.layers, SHAPE, tiny.data.train, cfg, teacher=tiny.model
-        )
+            tiny.model, policy, tiny.layers, SHAPE, tiny.data.train, cfg, teacher=tiny.model,
+            on_result=done.append,
+        )  # fmt: skip
+        assert [(d.steps, d.planned, d.kept_step) for d in done] == [(6, 6, 6)]  # rounds summed
         shapes = {k: v.shape for k, v in model.state_dict().items()}
         assert shapes == {k: v.shape for k, v in one_shot.state_dict().items()}
         weight = model.get_submodule(target).weight
@@ -176,9 +179,10 @@ def test_early_stop_stops_and_restores_the_best_weights(tiny) -> None:
         model.train()
 
     cfg = FinetuneConfig(steps=40, batch_size=16, lr=50.0, patience=1, eval_every=2)
-    finetune(model, tiny.data.train, cfg, val=tiny.data.val, progress=progress)
-    assert max(seen) < 40  # stopped early: lr 50 destroys the weights
-    assert accuracy(model, tiny.data.val) >= seen[2]  # the best checkpoint came back
+    done = finetune(model, tiny.data.train, cfg, val=tiny.data.val, progress=progress)
+    assert max(seen) == done.steps < done.planned == 40  # stopped early: lr 50 ruins the weights
+    assert accuracy(model, tiny.data.val) == done.val_acc >= seen[2]  # the best check came back
+    assert done.kept_step % 2 == 0 and done.kept_step < done.steps
 
 
 def test_early_stop_lets_the_final_weights_compete(tiny) -> None:
@@ -191,7 +195,8 @@ def test_early_stop_lets_the_final_weights_compete(tiny) -> None:
         snap[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     cfg = FinetuneConfig(steps=5, batch_size=16, lr=0.05, patience=100, eval_every=4)
-    finetune(model, tiny.data.train, cfg, val=tiny.data.val, progress=progress)
+    done = finetune(model, tiny.data.train, cfg, val=tiny.data.val, progress=progress)
+    assert (done.steps, done.kept_step) == (5, 5)
     kept = model.state_dict()
     scores = {}
     for step in (4, 5):

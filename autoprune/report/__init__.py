@@ -158,9 +158,29 @@ def _recipe_text(rep: dict[str, Any]) -> str | None:
     return (
         f"Final fine-tune: {length}, batch {r['batch_size']}, lr {r['lr']} (cosine), "
         f"distillation {r['distill']} from the dense model ({r.get('distill_targets', 'online')} "
-        f"targets){stop}. The dense model is scored on every split, so a validation score near "
-        "100 % would show a split the checkpoint trained on."
+        f"targets){stop}.{_ran_text(rep.get('finetuned') or {})} The dense model is scored on "
+        "every split, so a validation score near 100 % would show a split the checkpoint "
+        "trained on."
     )
+
+
+def _ran_text(done: dict[str, Any]) -> str:
+    """What the fine-tune did: all its steps or an early stop, and which weights it kept."""
+    if not done:
+        return ""
+    ran = (
+        f"all {done['planned']:,} steps ran"
+        if done["steps"] >= done["planned"]
+        else f"stopped early at step {done['steps']:,} of {done['planned']:,}"
+    )
+    if done.get("val_acc") is None:
+        return f" It ran {done['steps']:,} steps."
+    kept = (
+        "the final weights"
+        if done["kept_step"] == done["steps"]
+        else (f"the weights of step {done['kept_step']:,}")
+    )
+    return f" {ran.capitalize()}; the model keeps {kept} (validation {done['val_acc']:.2f} %)."
 
 
 def _sparsity_rows(d: dict[str, Any], p: dict[str, Any]) -> list[tuple[str, str, str]]:
