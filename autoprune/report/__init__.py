@@ -168,19 +168,19 @@ def _ran_text(done: dict[str, Any]) -> str:
     """What the fine-tune did: all its steps or an early stop, and which weights it kept."""
     if not done:
         return ""
-    ran = (
-        f"all {done['planned']:,} steps ran"
-        if done["steps"] >= done["planned"]
-        else f"stopped early at step {done['steps']:,} of {done['planned']:,}"
-    )
-    if done.get("val_acc") is None:
+    if done.get("val_acc") is None:  # no early stop: the final weights, unscored
         return f" It ran {done['steps']:,} steps."
+    ran = (
+        f"All {done['planned']:,} steps ran"
+        if done["steps"] >= done["planned"]
+        else f"Stopped early at step {done['steps']:,} of {done['planned']:,}"
+    )
     kept = (
         "the final weights"
         if done["kept_step"] == done["steps"]
-        else (f"the weights of step {done['kept_step']:,}")
+        else f"the weights of step {done['kept_step']:,}"
     )
-    return f" {ran.capitalize()}; the model keeps {kept} (validation {done['val_acc']:.2f} %)."
+    return f" {ran}; the model keeps {kept} (validation {done['val_acc']:.2f} %)."
 
 
 def _sparsity_rows(d: dict[str, Any], p: dict[str, Any]) -> list[tuple[str, str, str]]:
