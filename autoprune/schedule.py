@@ -57,18 +57,7 @@ def prune_and_finetune(
     current = {la.name: la.channels for la in layers}
     results: list[FinetuneResult] = []
     for k in range(1, rounds + 1):
-        target = {
-            la.name: kept_channels(
-                la.channels, policy.ratio(la.name) * k / rounds, policy.round_to
-            )
-            for la in layers
-        }
-        step = PruningPolicy(
-            policy.model, {n: (current[n] - target[n]) / current[n] for n in current}, round_to=1
-        )
-        now = [dataclasses.replace(la, channels=current[la.name]) for la in layers]
-        model = prune_structured(model.cpu(), step, now, input_shape, inplace=True)
-        current = target
+        model, current = _prune_round(model, policy, layers, current, k / rounds, input_shape)
         if k == rounds:
             apply_sparsity(model, policy, permanent=False)
 
@@ -83,17 +72,38 @@ def prune_and_finetune(
             )
         )
     if on_result is not None:
-        last, before = results[-1], sum(r.steps for r in results[:-1])
-        on_result(
-            FinetuneResult(
-                last.loss,
-                before + last.steps,
-                sum(r.planned for r in results),
-                before + last.kept_step,
-                last.val_acc,
-            )
-        )
+        on_result(_summed(results))
     return make_permanent(model).cpu()
+
+
+def _prune_round(
+    model: nn.Module,
+    policy: PruningPolicy,
+    layers: list[PrunableLayer],
+    current: dict[str, int],
+    share: float,
+    input_shape: tuple[int, ...],
+) -> tuple[nn.Module, dict[str, int]]:
+    """Prune ``model`` (at ``current`` channels) to ``share`` of the way to ``policy``; return
+    it and its new channel counts."""
+    target = {
+        la.name: kept_channels(la.channels, policy.ratio(la.name) * share, policy.round_to)
+        for la in layers
+    }
+    step = PruningPolicy(
+        policy.model, {n: (current[n] - target[n]) / current[n] for n in current}, round_to=1
+    )
+    now = [dataclasses.replace(la, channels=current[la.name]) for la in layers]
+    return prune_structured(model.cpu(), step, now, input_shape, inplace=True), target
+
+
+def _summed(rounds: list[FinetuneResult]) -> FinetuneResult:
+    """Iterative rounds as one fine-tune: steps counted from the first round's start."""
+    last, before = rounds[-1], sum(r.steps for r in rounds[:-1])
+    planned = sum(r.planned for r in rounds)
+    return FinetuneResult(
+        last.loss, before + last.steps, planned, before + last.kept_step, last.val_acc
+    )
 
 
 __all__ = ["prune_and_finetune"]
