@@ -71,7 +71,7 @@ def held_out_cells(
                     LABEL[r["method"]],
                     str(len(f)),
                     ci_cell(bootstrap_ci(correct(f, "test"))),
-                    ci_cell(bootstrap_ci(correct(f, "holdout"))),
+                    ci_cell(bootstrap_ci(correct(f, "holdout"))) if "holdout_n" in f[0] else "–",
                     ci_cell(bootstrap_ci(correct(f, "all"))),
                     diff,
                     f"{drop:+.2f}",
@@ -85,13 +85,16 @@ HELD_OUT_HEADER = (
 )
 
 
-def summary_table(rows: list[dict[str, Any]], dense: dict[str, Any]) -> list[str]:
+Cells = list[tuple[dict[str, Any], list[str]]]  # rows with their held_out_cells
+
+
+def summary_table(held: Cells) -> list[str]:
     """Every budget in one table (the one the README quotes)."""
     md = [
         HELD_OUT_HEADER + " measured ÷ budget | table ÷ dense | speed-up (b1) | MACs M |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r, cells in held_out_cells(rows, dense):
+    for r, cells in held:
         md.append(
             f"| {' | '.join(cells)} | {r['budget_used']:.1%} | {table_share(r)} | "
             f"{1 / r['relative_latency']:.2f}× | {r['macs'] / 1e6:.2f} |"
@@ -107,7 +110,10 @@ def table_share(row: dict[str, Any]) -> str:
     return f"{row['predicted_ms'] / row['predicted_dense_ms']:.1%}"
 
 
-def budget_table(rows: list[dict[str, Any]], dense: dict[str, Any]) -> list[str]:
+def budget_table(held: Cells, dense: dict[str, Any]) -> list[str]:
+    """One budget's rows in full: proxy and validation scores, the held-out cells, latency,
+    throughput and wall times."""
+    rows = [r for r, _ in held]
     ref = best_baseline(rows)
     md = [
         "| method | proxy val | val | test (exact 1,017) | holdout | all held-out | "
@@ -115,19 +121,13 @@ def budget_table(rows: list[dict[str, Any]], dense: dict[str, Any]) -> list[str]
         "table ÷ dense | speed-up | MACs M | b64 img/s | search min | final min |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    for r, cells in held:
         f = r["finals"]
-        diff = (
-            diff_cell(paired_diff(correct(f, "all"), correct(ref["finals"], "all")))
-            if ref is not None and r is not ref
-            else "–"
-        )
+        test, holdout, all_, diff = cells[3:7]
         md.append(
             f"| {LABEL[r['method']]} | {r['search']['best']['accuracy']:.2f} | "
-            f"{statistics.mean(x['val_acc'] for x in f):.2f} | "
-            f"{ci_cell(bootstrap_ci(correct(f, 'test')))} | "
-            f"{ci_cell(bootstrap_ci(correct(f, 'holdout'))) if 'holdout_n' in f[0] else '–'} | "
-            f"{ci_cell(bootstrap_ci(correct(f, 'all')))} | {diff} | {r['budget_used']:.1%} | "
+            f"{statistics.mean(x['val_acc'] for x in f):.2f} | {test} | {holdout} | {all_} | "
+            f"{'–' if r is ref else diff} | {r['budget_used']:.1%} | "
             f"{table_share(r)} | {1 / r['relative_latency']:.2f}× | {r['macs'] / 1e6:.2f} | "
             f"{r['b64_images_per_s']:.0f} | {r['search']['search_s'] / 60:.0f} | "
             f"{statistics.mean(x['finetune_s'] for x in f) / 60:.1f} |"
@@ -198,9 +198,10 @@ def markdown(out: dict[str, Any]) -> str:
         ),
         "",
     ]
-    md += ["## Summary", "", *summary_table(rows, dense), ""]
+    held = list(held_out_cells(rows, dense))  # the bootstraps, once for both tables
+    md += ["## Summary", "", *summary_table(held), ""]
     for budget in dict.fromkeys(r["budget"] for r in rows):
-        these = [r for r in rows if r["budget"] == budget]
+        these = [(r, cells) for r, cells in held if r["budget"] == budget]
         md += [f"## {float(budget):.0%} of dense latency", "", *budget_table(these, dense), ""]
     md += [
         "## Every run",
