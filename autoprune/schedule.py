@@ -57,7 +57,7 @@ def prune_and_finetune(
     current = {la.name: la.channels for la in layers}
     results: list[FinetuneResult] = []
     for k in range(1, rounds + 1):
-        model, current = _prune_round(model, policy, layers, current, k / rounds, input_shape)
+        model, current = _prune_round(model, policy, layers, current, k, rounds, input_shape)
         if k == rounds:
             apply_sparsity(model, policy, permanent=False)
 
@@ -81,13 +81,14 @@ def _prune_round(
     policy: PruningPolicy,
     layers: list[PrunableLayer],
     current: dict[str, int],
-    share: float,
+    k: int,
+    rounds: int,
     input_shape: tuple[int, ...],
 ) -> tuple[nn.Module, dict[str, int]]:
-    """Prune ``model`` (at ``current`` channels) to ``share`` of the way to ``policy``; return
+    """Prune ``model`` (at ``current`` channels) ``k / rounds`` of the way to ``policy``; return
     it and its new channel counts."""
     target = {
-        la.name: kept_channels(la.channels, policy.ratio(la.name) * share, policy.round_to)
+        la.name: kept_channels(la.channels, policy.ratio(la.name) * k / rounds, policy.round_to)
         for la in layers
     }
     step = PruningPolicy(
