@@ -149,6 +149,15 @@ def _epochs(out: dict[str, Any]) -> str:
     return ", ".join(f"{e} at {float(b):.0%}" for b, e in per.items())
 
 
+def _seeds(out: dict[str, Any]) -> str:
+    """The suite's seeds, and any row's extra ones (a later run can add seeds to some rows)."""
+    base = list(out["settings"]["seeds"])
+    more = sorted({f["seed"] for r in out["rows"] for f in r["finals"]} - set(base))
+    if not more:
+        return f"seeds {base}"
+    return f"seeds {base} (rows whose *seeds* column says more: also {more})"
+
+
 def markdown(out: dict[str, Any]) -> str:
     prov, cfg, data, dense = out["provenance"], out["config"], out["data"], out["dense"]
     rows, s = out["rows"], out["settings"]
@@ -161,6 +170,7 @@ def markdown(out: dict[str, Any]) -> str:
         f"{prov['versions']['torch']}, torch-pruning {prov['versions']['torch_pruning']}, optuna "
         f"{prov['versions']['optuna']}; commit {prov['git_commit']}; written {prov['date']}.",
         "",
+        *(line for note in out.get("notes", []) for line in (note, "")),
         "Splits (original CIFAR-10 rows; a test asserts they are disjoint): "
         + ", ".join(
             f"{k} {v['images']:,} ({v['pool']} set)"
@@ -179,7 +189,7 @@ def markdown(out: dict[str, Any]) -> str:
         "*Proxy val* is the chosen candidate's score at the last rung. Its policy is fitted to "
         "the budget as measured beside the dense model, then fine-tuned with the final recipe "
         f"({_epochs(out)} epochs, batch {ft['batch_size']}, lr {ft['lr']}, distillation "
-        f"{ft['distill']}, early stop on validation) with seeds {s['seeds']}. Accuracies are the "
+        f"{ft['distill']}, early stop on validation) with {_seeds(out)}. Accuracies are the "
         "mean over seeds with a 95 % bootstrap interval that resamples the test images and the "
         "seeds (so the fine-tune's seed-to-seed spread counts); *Δ* is the paired difference to "
         "the best baseline on all 6,017 held-out images (the same images resampled for both, "

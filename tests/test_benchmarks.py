@@ -157,6 +157,20 @@ def test_committed_results_markdown_is_what_its_json_renders_to(name: str) -> No
         assert f"| {float(r['budget']):.0%} | {_report.LABEL[r['method']]} | " in rendered
 
 
+def test_report_names_extra_seeds_and_notes() -> None:
+    """A later run that adds seeds to some rows says so in the text, and a results file's notes
+    (e.g. which commit made which rows) are printed under its provenance."""
+    data = json.loads((RESULTS / "cpu-v2-matched.json").read_text())
+    assert "also [" not in _report.markdown(data)
+    row = data["rows"][0]
+    row["finals"].append({**row["finals"][0], "seed": 7})
+    data["notes"] = ["Seed 7 of one row came from another run."]
+    md = _report.markdown(data)
+    assert "seeds [0, 1] (rows whose *seeds* column says more: also [7])" in md
+    assert "\n\nSeed 7 of one row came from another run.\n\n" in md
+    assert f"| {float(row['budget']):.0%} | {_report.LABEL[row['method']]} | 3 | " in md
+
+
 def test_readme_result_rows_are_copied_from_rendered_results() -> None:
     """README's benchmark tables quote the results files; a row edited by hand, or left behind
     when a results file changed, fails here."""
