@@ -161,6 +161,8 @@ def test_report_names_extra_seeds_and_notes() -> None:
     """A later run that adds seeds to some rows says so in the text, and a results file's notes
     (e.g. which commit made which rows) are printed under its provenance."""
     data = json.loads((RESULTS / "cpu-v2-matched.json").read_text())
+    for r in data["rows"]:
+        r["finals"] = [f for f in r["finals"] if f["seed"] in data["settings"]["seeds"]]
     assert "also [" not in _report.markdown(data)
     row = data["rows"][0]
     row["finals"].append({**row["finals"][0], "seed": 7})
