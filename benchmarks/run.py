@@ -48,7 +48,7 @@ from autoprune.config import Config, load_config
 from autoprune.config import to_dict as config_dict
 from autoprune.distributed import RayPool, run_search
 from autoprune.errors import AutopruneError
-from autoprune.finetune import FinetuneConfig, Teacher
+from autoprune.finetune import FinetuneConfig, FinetuneResult, Teacher
 from autoprune.hardware import DeviceSpec, LUTPredictor
 from autoprune.hardware.measure import measure_models
 from autoprune.hardware.timing import paired_ratio
@@ -308,10 +308,9 @@ class Bench:
             return json.loads(done.read_text())
         t0 = time.perf_counter()
         last = [0.0]
-        steps = [0, 0]  # run, planned: fewer run when validation stopped it early
+        result: list[FinetuneResult] = []  # steps run of planned, and whose weights were kept
 
         def tick(step: int, total: int, loss: float) -> None:
-            steps[:] = [step, total]
             now = time.perf_counter() - t0
             if now - last[0] > 120 or step == total:
                 last[0] = now
@@ -333,14 +332,16 @@ class Bench:
                 teacher=self.teacher or self.ws.model,
                 val=self.data.val,
                 progress=tick,
+                on_result=result.append,
             )
             seconds = time.perf_counter() - t0
             recipe = dataclasses.asdict(self.recipe(budget))
             out = {
                 "seed": seed,
                 "finetune_s": seconds,
-                "steps_run": steps[0],
-                "steps_planned": steps[1],
+                "steps_run": result[0].steps,
+                "steps_planned": result[0].planned,
+                "kept_step": result[0].kept_step,  # < steps_run: an earlier check's weights won
                 "recipe": recipe,
                 **self.correctness(model),
             }
