@@ -149,6 +149,18 @@ def _epochs(out: dict[str, Any]) -> str:
     return ", ".join(f"{e} at {float(b):.0%}" for b, e in per.items())
 
 
+def _steps(final: dict[str, Any]) -> str:
+    """Final fine-tune steps run of planned, and the step whose weights were kept when an
+    earlier check won (runs recorded before these fields: "–")."""
+    if "steps_run" not in final:
+        return "–"
+    run, kept = final["steps_run"], final.get("kept_step", final["steps_run"])
+    cell = (
+        f"{run:,}" if run == final["steps_planned"] else f"{run:,} of {final['steps_planned']:,}"
+    )
+    return cell if kept == run else f"{cell}, kept {kept:,}"
+
+
 def _seeds(out: dict[str, Any]) -> str:
     """The suite's seeds, and any row's extra ones (a later run can add seeds to some rows)."""
     base = list(out["settings"]["seeds"])
@@ -217,8 +229,8 @@ def markdown(out: dict[str, Any]) -> str:
         "## Every run",
         "",
         "| budget | method | seed | val | test | holdout | trials (pruned) | rung evals | "
-        "measured ms (budget) | dense ms | fit steps | params K | final min |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "measured ms (budget) | dense ms | fit steps | params K | final steps | final min |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         for f in r["finals"]:
@@ -228,7 +240,7 @@ def markdown(out: dict[str, Any]) -> str:
                 f"{r['search']['trials']} ({r['search']['pruned']}) | "
                 f"{r['search']['rung_evaluations']} | {r['measured_ms']:.3f} "
                 f"({r['budget_ms']:.3f}) | {r['dense_ms']:.3f} | {len(r['device_fit'])} | "
-                f"{r['params'] / 1e3:.1f} | {f['finetune_s'] / 60:.1f} |"
+                f"{r['params'] / 1e3:.1f} | {_steps(f)} | {f['finetune_s'] / 60:.1f} |"
             )
     return "\n".join(md) + "\n"
 

@@ -157,17 +157,22 @@ def test_committed_results_markdown_is_what_its_json_renders_to(name: str) -> No
         assert f"| {float(r['budget']):.0%} | {_report.LABEL[r['method']]} | " in rendered
 
 
-def test_report_names_extra_seeds_and_notes() -> None:
-    """A later run that adds seeds to some rows says so in the text, and a results file's notes
-    (e.g. which commit made which rows) are printed under its provenance."""
+def test_report_names_extra_seeds_early_stops_and_notes() -> None:
+    """A later run that adds seeds to some rows says so in the text, each run's early stop is
+    shown, and a results file's notes (e.g. which commit made which rows) are printed under its
+    provenance."""
     data = json.loads((RESULTS / "cpu-v2-matched.json").read_text())
     for r in data["rows"]:
         r["finals"] = [f for f in r["finals"] if f["seed"] in data["settings"]["seeds"]]
     assert "also [" not in _report.markdown(data)
     row = data["rows"][0]
     row["finals"].append({**row["finals"][0], "seed": 7})
+    row["finals"][0].update(steps_run=4000, steps_planned=5474, kept_step=2500)
+    row["finals"][1].update(steps_run=5474, steps_planned=5474, kept_step=5474)
     data["notes"] = ["Seed 7 of one row came from another run."]
     md = _report.markdown(data)
+    # every run says how far its final went and whose weights it kept; older runs: "–"
+    assert "| 4,000 of 5,474, kept 2,500 |" in md and "| 5,474 |" in md and "| – |" in md
     assert "seeds [0, 1] (rows whose *seeds* column says more: also [7])" in md
     assert "\n\nSeed 7 of one row came from another run.\n\n" in md
     assert f"| {float(row['budget']):.0%} | {_report.LABEL[row['method']]} | 3 | " in md
