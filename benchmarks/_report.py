@@ -149,6 +149,18 @@ def _epochs(out: dict[str, Any]) -> str:
     return ", ".join(f"{e} at {float(b):.0%}" for b, e in per.items())
 
 
+def _early_stop(out: dict[str, Any]) -> str:
+    """The final recipe's early stop as run: the config's patience unless the run set its own."""
+    ft = out["config"]["final_finetune"]
+    patience = out["settings"].get("final_patience", ft.get("patience", 0))
+    if not patience:
+        return "no early stop: the whole schedule, final weights"
+    return (
+        f"early stop on validation after {patience} checks × {ft['eval_every']} steps without "
+        "improvement, best check's weights kept"
+    )
+
+
 def _steps(final: dict[str, Any]) -> str:
     """Final fine-tune steps run of planned, and the step whose weights were kept when an
     earlier check won (runs recorded before these fields: "–")."""
@@ -201,7 +213,7 @@ def markdown(out: dict[str, Any]) -> str:
         "*Proxy val* is the chosen candidate's score at the last rung. Its policy is fitted to "
         "the budget as measured beside the dense model, then fine-tuned with the final recipe "
         f"({_epochs(out)} epochs, batch {ft['batch_size']}, lr {ft['lr']}, distillation "
-        f"{ft['distill']}, early stop on validation) with {_seeds(out)}. Accuracies are the "
+        f"{ft['distill']}, {_early_stop(out)}) with {_seeds(out)}. Accuracies are the "
         "mean over seeds with a 95 % bootstrap interval that resamples the test images and the "
         "seeds (so the fine-tune's seed-to-seed spread counts); *Δ* is the paired difference to "
         "the best baseline on all 6,017 held-out images (the same images resampled for both, "

@@ -124,18 +124,28 @@ def suite_workspace(suite: str, work: Path) -> tuple[Config, Workspace]:
 
 
 def final_settings(
-    spec: dict[str, Any], seeds: list[int] | None, final_epochs: float | None
+    spec: dict[str, Any],
+    seeds: list[int] | None,
+    final_epochs: float | None,
+    patience: int | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """A suite's settings with ``--seeds`` / ``--final-epochs`` applied, and the tag of its final
-    runs' files. A final recipe of another length keeps its runs apart from the suite's own
-    (``final-seed0-14ep.json``), so one work folder's searches and fits serve both."""
+    """A suite's settings with ``--seeds`` / ``--final-epochs`` / ``--final-patience`` applied,
+    and the tag of its final runs' files. A final recipe of another length or early stop keeps
+    its runs apart from the suite's own (``final-seed0-14ep-p0.json``), so one work folder's
+    searches and fits serve all of them."""
     spec = {**spec, **({"seeds": list(seeds)} if seeds else {})}
-    if final_epochs is None:
-        return spec, ""
-    if final_epochs <= 0:
-        raise AutopruneError(f"--final-epochs must be positive, got {final_epochs:g}")
-    spec["final_epochs"] = {b: final_epochs for b in spec["budgets"]}
-    return spec, f"-{final_epochs:g}ep"
+    tag = ""
+    if final_epochs is not None:
+        if final_epochs <= 0:
+            raise AutopruneError(f"--final-epochs must be positive, got {final_epochs:g}")
+        spec["final_epochs"] = {b: final_epochs for b in spec["budgets"]}
+        tag = f"-{final_epochs:g}ep"
+    if patience is not None:
+        if patience < 0:
+            raise AutopruneError(f"--final-patience must be ≥ 0, got {patience}")
+        spec["final_patience"] = patience
+        tag += f"-p{patience}"
+    return spec, tag
 
 
 class Bench:
@@ -149,8 +159,9 @@ class Bench:
         methods: list[str],
         seeds: list[int] | None = None,
         final_epochs: float | None = None,
+        patience: int | None = None,
     ) -> None:
-        self.spec, self.final_tag = final_settings(SUITES[suite], seeds, final_epochs)
+        self.spec, self.final_tag = final_settings(SUITES[suite], seeds, final_epochs, patience)
         self.suite, self.work, self.name, self.methods = suite, work, name, methods
         self.home = home(suite, work)
         self.cfg, self.ws = suite_workspace(suite, work)
@@ -296,10 +307,13 @@ class Bench:
         return out
 
     def recipe(self, budget: str) -> FinetuneConfig:
-        """The final recipe at ``budget`` (the suite may set epochs per budget)."""
-        epochs = self.spec.get("final_epochs", {}).get(budget)
+        """The final recipe at ``budget`` (the suite may set epochs per budget, and patience)."""
         ft = self.cfg.final_finetune
-        return ft if epochs is None else dataclasses.replace(ft, epochs=float(epochs))
+        epochs = self.spec.get("final_epochs", {}).get(budget)
+        if epochs is not None:
+            ft = dataclasses.replace(ft, epochs=float(epochs))
+        patience = self.spec.get("final_patience")
+        return ft if patience is None else dataclasses.replace(ft, patience=int(patience))
 
     def final(self, budget: str, method: str, policy: PruningPolicy, seed: int) -> dict[str, Any]:
         folder = self.folder(budget, method)
@@ -443,6 +457,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     )
     ap.add_argument("--name", default=None, help="results file name (default: the suite)")
     ap.add_argument(
+        "--final-patience",
+        type=int,
+        default=None,
+        help="final fine-tune early-stop patience in validation checks (default: the config's;\n"
+        "0 runs the whole schedule); its finals are kept apart like --final-epochs",
+    )
+    ap.add_argument(
         "--work", type=Path, default=None, help="work folder (default runs/bench/NAME)"
     )
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder for results files")
@@ -457,8 +478,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     try:
         for budget in budgets:  # a bad one fails now, not after the suite is loaded
             LatencyBudget.parse(budget)
-        final_settings(spec, args.seeds, args.final_epochs)
-        bench = Bench(args.suite, work, name, args.methods, args.seeds, args.final_epochs)
+        final_settings(spec, args.seeds, args.final_epochs, args.final_patience)
+        bench = Bench(
+            args.suite,
+            work,
+            name,
+            args.methods,
+            args.seeds,
+            args.final_epochs,
+            args.final_patience,
+        )
         rows: list[dict[str, Any]] = []
         for budget in budgets:
             if spec.get("fit") == "joint":  # every search first, then one fit for them all

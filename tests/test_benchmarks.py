@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from autoprune.errors import AutopruneError
 from benchmarks import _report, latency_matched
 from benchmarks._stats import bootstrap_ci, pack, paired_diff, spearman, unpack
 
@@ -88,6 +89,11 @@ def test_more_seeds_and_a_longer_final_keep_the_suites_runs_apart() -> None:
     assert spec["seeds"] == [0, 1, 2, 3] and spec["trials"] == suite["trials"]
     assert spec["final_epochs"] == {"0.7": 14, "0.5": 14} and tag == "-14ep"
     assert final_settings(suite, None, 8.5)[1] == "-8.5ep"
+    spec, tag = final_settings(suite, None, 14, 0)
+    assert spec["final_patience"] == 0 and tag == "-14ep-p0"
+    assert final_settings(suite, None, None, 2)[1] == "-p2"
+    with pytest.raises(AutopruneError, match="patience"):
+        final_settings(suite, None, None, -1)
     assert json.dumps(suite, sort_keys=True) == before  # the suite itself is left as it was
 
 
