@@ -14,6 +14,13 @@ from autoprune.hardware.device import device_name, versions
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+FORCE_PROFILE_HELP = (
+    "use the work folder's device profile although it was recorded on another processor (a run\n"
+    "resumed on a new machine): its fits stand; what is timed now is timed here, and the\n"
+    "results' provenance names this machine"
+)
+
+
 def provenance(
     device: str = "cpu", threads: int | None = None, batch: int | None = None
 ) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from autoprune.hardware.measure import measure_models
 from autoprune.pipeline import ensure_profile
 from autoprune.policy import PruningPolicy
 from autoprune.pruning import apply_policy
-from benchmarks._common import RESULTS, provenance, save, wait_for_quiet
+from benchmarks._common import FORCE_PROFILE_HELP, RESULTS, provenance, save, wait_for_quiet
 from benchmarks._report import HELD_OUT_HEADER, LABEL, held_out_cells
 from benchmarks.run import _log, suite_workspace
 
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--name", default="cpu-v2", help="benchmark results file to read")
     ap.add_argument("--work", type=Path, default=None, help="its work folder (for the profile)")
     ap.add_argument("--sessions", type=int, default=3)
+    ap.add_argument("--force-profile", action="store_true", help=FORCE_PROFILE_HELP)
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument(
         "--render",
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return timings
     work = args.work or Path("runs/bench") / args.name
     _, ws = suite_workspace(bench["suite"], work)
-    profile, _, _ = ensure_profile(ws)
+    profile, _, _ = ensure_profile(ws, force=args.force_profile)
     predictor = LUTPredictor(profile)
     rows = bench["rows"]
     policies = [PruningPolicy(profile.model, r["ratios"], round_to=profile.round_to) for r in rows]

@@ -60,7 +60,14 @@ from autoprune.schedule import prune_and_finetune
 from autoprune.search import make_searcher
 from autoprune.workspace import Workspace, build_workspace
 from benchmarks import _report
-from benchmarks._common import RESULTS, provenance, save, utc_now, wait_for_quiet
+from benchmarks._common import (
+    FORCE_PROFILE_HELP,
+    RESULTS,
+    provenance,
+    save,
+    utc_now,
+    wait_for_quiet,
+)
 from benchmarks._stats import pack
 
 METHODS = ["optuna", "amc", "random", "uniform", "global"]
@@ -160,6 +167,7 @@ class Bench:
         seeds: list[int] | None = None,
         final_epochs: float | None = None,
         patience: int | None = None,
+        force_profile: bool = False,
     ) -> None:
         self.spec, self.final_tag = final_settings(SUITES[suite], seeds, final_epochs, patience)
         self.suite, self.work, self.name, self.methods = suite, work, name, methods
@@ -168,7 +176,7 @@ class Bench:
         self.train_threads = os.cpu_count() or 1
         self.measure = self.spec.get("measure", MEASURE)
         _log(f"profile ({self.ws.profile_path()})")
-        self.profile, _, _ = ensure_profile(self.ws)
+        self.profile, _, _ = ensure_profile(self.ws, force=force_profile)
         self.data = self.ws.load_data()
         self.teacher = self._teacher()
         self.dense = self._dense()
@@ -456,6 +464,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "--work, the searches and fits are reused and the finals kept apart",
     )
     ap.add_argument("--name", default=None, help="results file name (default: the suite)")
+    ap.add_argument("--force-profile", action="store_true", help=FORCE_PROFILE_HELP)
     ap.add_argument(
         "--final-patience",
         type=int,
