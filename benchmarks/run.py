@@ -496,6 +496,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             args.seeds,
             args.final_epochs,
             args.final_patience,
+            force_profile=args.force_profile,
         )
         rows: list[dict[str, Any]] = []
         for budget in budgets:
