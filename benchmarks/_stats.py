@@ -5,6 +5,7 @@ from its raw rows."""
 from __future__ import annotations
 
 import base64
+import functools
 
 import numpy as np
 
@@ -23,6 +24,22 @@ def unpack(text: str, n: int) -> np.ndarray:
 CHUNK = 500  # bootstrap replicates per batch: the CHUNK × images draws stay ~40 MB
 
 
+@functools.lru_cache(maxsize=4)
+def _image_draws(n: int, boot: int, seed: int) -> tuple[np.ndarray, ...]:
+    """How often each of ``n`` images is drawn in each bootstrap replicate, in chunks of
+    :data:`CHUNK` replicates (uint8: ~10 kB per replicate at n = 10,000). The draws depend only
+    on ``(n, boot, seed)``, so the many intervals of one results file share them: rendering a
+    table then costs matrix products, not 10,000 fresh resamples per cell."""
+    images = np.random.default_rng(seed)
+    chunks = []
+    for start in range(0, boot, CHUNK):
+        m = min(CHUNK, boot - start)
+        idx = images.integers(0, n, size=(m, n))
+        rows = (idx + n * np.arange(m)[:, None]).ravel()
+        chunks.append(np.bincount(rows, minlength=m * n).reshape(m, n).astype(np.uint8))
+    return tuple(chunks)
+
+
 def _resampled(arrays: list[np.ndarray], boot: int, seed: int) -> list[np.ndarray]:
     """Accuracy (fraction) of each array (seeds × images) in ``boot`` bootstrap replicates.
 
@@ -32,18 +49,17 @@ def _resampled(arrays: list[np.ndarray], boot: int, seed: int) -> list[np.ndarra
     one seed, or seeds that agree on every image, the seed draw changes nothing."""
     arrays = [np.atleast_2d(x).astype(np.float32) for x in arrays]
     n = arrays[0].shape[1]
-    images, seeds = np.random.default_rng(seed), np.random.default_rng([seed, 1])
+    seeds = np.random.default_rng([seed, 1])
     out = [np.empty(boot) for _ in arrays]
-    for start in range(0, boot, CHUNK):
-        m = min(CHUNK, boot - start)
-        idx = images.integers(0, n, size=(m, n))
-        # how often each image is drawn in each replicate: the resampled means become a product
-        rows = (idx + n * np.arange(m)[:, None]).ravel()
-        counts = np.bincount(rows, minlength=m * n).reshape(m, n).astype(np.float32)
+    start = 0
+    for draws in _image_draws(n, boot, seed):
+        m = len(draws)
+        counts = draws.astype(np.float32)  # the resampled means become a product
         for x, acc in zip(arrays, out, strict=True):
             per_seed = counts @ x.T / n  # m × seeds: each seed on this replicate's images
             pick = seeds.integers(0, len(x), size=(m, len(x)))
             acc[start : start + m] = np.take_along_axis(per_seed, pick, 1).mean(1)
+        start += m
     return out
 
 
