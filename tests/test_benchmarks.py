@@ -151,7 +151,9 @@ def test_spearman_ranks_with_ties() -> None:
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(np.sqrt(3) / 2)
 
 
-@pytest.mark.parametrize("name", ["cpu-v2", "cpu-v2-matched", "cpu-v2-matched-14ep"])
+@pytest.mark.parametrize(
+    "name", ["cpu-v2", "cpu-v2-matched", "cpu-v2-matched-14ep", "cpu-v2-matched-70-14ep"]
+)
 def test_committed_results_markdown_is_what_its_json_renders_to(name: str) -> None:
     data = json.loads((RESULTS / f"{name}.json").read_text())
     assert _report.markdown(data) == (RESULTS / f"{name}.md").read_text()
