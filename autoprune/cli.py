@@ -85,6 +85,9 @@ def profile(
     batch: int | None = typer.Option(None, help="Batch size to time."),
     runtime: str | None = typer.Option(None, help="Latency backend: torch or onnxruntime."),
     grid_points: int | None = typer.Option(None, help="Channel counts timed per layer."),
+    calibration: int | None = typer.Option(
+        None, help="Random policies timed whole to calibrate the table (default 18)."
+    ),
     out_path: Path | None = typer.Option(None, "--out", help="Where to write the profile JSON."),
     min_time: float = typer.Option(0.5, help="Seconds each whole-model measurement runs."),
     sweep: str = typer.Option("1,16,64", help="Batches for throughput/peak memory ('' = none)."),
@@ -96,7 +99,7 @@ def profile(
         cfg = _config(config, {
             "model": model, "checkpoint": checkpoint, "device.device": device,
             "device.threads": threads, "device.batch": batch, "device.runtime": runtime,
-            "profile_grid_points": grid_points,
+            "profile_grid_points": grid_points, "profile_calibration": calibration,
         })  # fmt: skip
         batches = [int(b) for b in _numbers(sweep, "--sweep takes batch sizes like 1,16,64")]
         with ui.progress() as cb:

@@ -169,6 +169,7 @@ class Config:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     profile: str | None = None
     profile_grid_points: int = 12
+    profile_calibration: int = 18  # random policies timed whole to calibrate the table
     search: SearchConfig = field(default_factory=SearchConfig)
     amc: AMCConfig = field(default_factory=AMCConfig)
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
@@ -295,6 +296,11 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"layers.bounds.{name} (min keep) must lie in (0, 1], got {keep}")
     if not 0 <= cfg.budget_margin < 0.5:
         raise ConfigError(f"budget_margin must lie in [0, 0.5), got {cfg.budget_margin}")
+    if cfg.profile_grid_points < 2 or cfg.profile_calibration < 2:
+        raise ConfigError(
+            f"profile_grid_points and profile_calibration must be ≥ 2, got "
+            f"{cfg.profile_grid_points} and {cfg.profile_calibration}"
+        )
     if cfg.round_to is not None and cfg.round_to < 1:
         raise ConfigError(f"round_to must be ≥ 1, got {cfg.round_to}")
     _validate_search(cfg.search)

@@ -122,6 +122,7 @@ class Workspace:
             max_ratio=self.max_ratio,
             round_to=self.round_to,
             grid_points=self.config.profile_grid_points,
+            calibration_policies=self.config.profile_calibration,
             repeats=repeats,
             min_time_s=min_time_s,
             progress=progress,

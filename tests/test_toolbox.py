@@ -242,19 +242,22 @@ def test_onnxruntime_profile_with_batch_sweep(tmp_path: Path) -> None:
     out = tmp_path / "hp"
     res = _cli(
         "profile", "-c", str(cfg), "--runtime", "onnxruntime", "--sweep", "1,4",
-        "--min-time", "0.05", "--out", str(out / "ort.json"),
+        "--min-time", "0.05", "--calibration", "2", "--out", str(out / "ort.json"),
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     prof = HardwareProfile.load(out / "ort.json")
     assert prof.runtime == "onnxruntime" and prof.spec.tag == "ort-cpu-t1-b1"
     assert [r["batch"] for r in prof.throughput] == [1, 4]
     assert all(r["images_per_s"] > 0 and r["peak_mem_mb"] > 0 for r in prof.throughput)
-    assert 0 < prof.min_ms < prof.dense_ms
+    assert 0 < prof.min_ms < prof.dense_ms and prof.calibration["policies"] == 2 + 2
     torch_cfg = write_config(tmp_path, model="resnet8", profile=str(out / "ort.json"))
     res = _cli("search", "-c", str(torch_cfg), "--run-dir", str(tmp_path / "run"))
     assert res.exit_code == 2 and "runtime onnxruntime (wanted torch)" in res.output
     res = _cli("profile", "-c", str(cfg), "--runtime", "tflite")
     assert res.exit_code == 2 and "runtime must be one of" in res.output
+    res = _cli("profile", "-c", str(cfg), "--calibration", "1", "--out", str(out / "x.json"))
+    assert res.exit_code == 2 and "profile_calibration must be ≥ 2" in res.output
+    assert not (out / "x.json").exists()
 
 
 def test_hybrid_mode_adds_magnitude_sparsity_that_survives_fine_tuning(tmp_path: Path) -> None:
