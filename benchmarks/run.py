@@ -78,6 +78,9 @@ CPU_V2: dict[str, Any] = {
     "trials": 24,
     # The 50 % models train ~2× faster per step: 16 epochs still fit ~15 min per model.
     "final_epochs": {"0.7": 8, "0.5": 16},
+    # The recipe every committed cpu-v2 row ran (the YAML's default is now no early stop:
+    # results/early_stop-cpu-v2-matched-70-14ep.md); --final-patience 0 runs the whole schedule.
+    "overrides": {"final_finetune.patience": 3},
 }
 SUITES: dict[str, dict[str, Any]] = {
     "cpu-v2": CPU_V2,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from autoprune.errors import AutopruneError
-from benchmarks import _report, latency_matched
+from benchmarks import _report, early_stop, latency_matched
 from benchmarks._stats import bootstrap_ci, pack, paired_diff, spearman, unpack
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
@@ -152,17 +152,43 @@ def test_spearman_ranks_with_ties() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["cpu-v2", "cpu-v2-matched", "cpu-v2-matched-14ep", "cpu-v2-matched-70-14ep"]
+    "name",
+    [
+        "cpu-v2",
+        "cpu-v2-matched",
+        "cpu-v2-matched-14ep",
+        "cpu-v2-matched-70-14ep",
+        "cpu-v2-matched-70-14ep-p0",
+    ],
 )
 def test_committed_results_markdown_is_what_its_json_renders_to(name: str) -> None:
     data = json.loads((RESULTS / f"{name}.json").read_text())
     assert _report.markdown(data) == (RESULTS / f"{name}.md").read_text()
+    if not (RESULTS / f"latency_matched-{name}.json").exists():
+        return
     # the latency-matched view joins its timings with the results file as it is now
     timings = json.loads((RESULTS / f"latency_matched-{name}.json").read_text())
     rendered = latency_matched.markdown(timings, data)
     assert rendered == (RESULTS / f"latency_matched-{name}.md").read_text()
     for r in data["rows"]:  # every row of the results file is in the accuracy table
         assert f"| {float(r['budget']):.0%} | {_report.LABEL[r['method']]} | " in rendered
+
+
+def test_early_stop_study_renders_the_committed_finals() -> None:
+    """The early-stop comparison's pairs are the finals committed in its steps folder (the
+    early-stop run and its patience-0 rerun of the same policy and seed), and its markdown is
+    what its JSON renders to."""
+    name = "early_stop-cpu-v2-matched-70-14ep"
+    data = json.loads((RESULTS / f"{name}.json").read_text())
+    assert early_stop.markdown(data) == (RESULTS / f"{name}.md").read_text()
+    found = early_stop.pairs(RESULTS.parent.parent / data["steps"], data["tag"])
+    assert len(found) >= 2 and data["pooled"]
+    for pair, recorded in zip(found, data["pairs"], strict=True):
+        assert (pair["method"], pair["seed"]) == (recorded["method"], recorded["seed"])
+        assert pair["whole"]["steps_run"] == pair["whole"]["steps_planned"]  # patience 0
+        for run in early_stop.RUNS:
+            assert pair[run]["test_acc"] == recorded[run]["test"]
+            assert pair[run]["holdout_acc"] == recorded[run]["holdout"]
 
 
 def test_report_names_extra_seeds_early_stops_and_notes() -> None:
