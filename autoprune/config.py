@@ -108,6 +108,7 @@ class SearchConfig:
     parallel: int = 1
     startup_trials: int = 10
     round_to: list[int] | None = None  # optuna: also search the channel multiple among these
+    space: str = "layer"  # layer: a ratio per layer | stage: per output resolution and coupling
     # optuna: the first trials are these baselines' policies, so TPE starts from them
     warm_start: list[str] = field(default_factory=lambda: ["uniform", "global"])
 
@@ -117,19 +118,38 @@ class FidelityConfig:
     """Multi-fidelity candidate evaluation (:mod:`autoprune.search.fidelity`): rung ``k``
     fine-tunes ``min_steps · reduction_factorᵏ`` steps; the pruner lets the best
     ``1 / reduction_factor`` of a rung go on. ``min_steps: null`` = one rung of
-    ``short_finetune.steps``."""
+    ``short_finetune.steps``.
+
+    ``recover`` repairs each pruned candidate before it is fine-tuned or scored: ``none``,
+    ``bn`` (batch-norm statistics re-estimated on ``calibration_images`` train images) or
+    ``reconstruct`` (every layer refitted to the dense model's outputs by least squares on
+    them, :mod:`autoprune.reconstruct`). ``screen`` adds a rung 0 that scores the repaired
+    candidate with no fine-tune step, after which only the best ``screen_keep`` share goes on
+    to the fine-tune rungs: a search can then screen many more candidates."""
 
     min_steps: int | None = None
     rungs: int = 3
     reduction_factor: int = 3
     pruner: str = "successive_halving"  # successive_halving | hyperband | none
+    recover: str = "none"  # none | bn | reconstruct
+    calibration_images: int = 256
+    screen: bool = False
+    screen_keep: float = 0.1
 
     def steps(self, single: int) -> list[int]:
         from autoprune.search.fidelity import rung_steps
 
-        if self.min_steps is None:
-            return [single]
-        return rung_steps(self.min_steps, self.rungs, self.reduction_factor)
+        steps = (
+            [single]
+            if self.min_steps is None
+            else rung_steps(self.min_steps, self.rungs, self.reduction_factor)
+        )
+        return [0, *steps] if self.screen else steps
+
+    def keep(self) -> list[float]:
+        """The share of each rung's candidates that go on to the next rung."""
+        fine = [1 / self.reduction_factor] * (self.rungs - 1 if self.min_steps else 0)
+        return [self.screen_keep, *fine] if self.screen else fine
 
 
 @dataclass(frozen=True)
@@ -288,6 +308,20 @@ def _validate_search(s: SearchConfig) -> None:
         raise ConfigError(f"search.round_to choices must be ≥ 1, got {s.round_to}")
 
 
+def _validate_fidelity(fid: FidelityConfig) -> None:
+    if (
+        (fid.min_steps is not None and fid.min_steps < 1)
+        or fid.rungs < 1
+        or fid.reduction_factor < 2
+    ):
+        raise ConfigError("fidelity: min_steps and rungs must be ≥ 1, reduction_factor ≥ 2")
+    if fid.calibration_images < 1 or not 0 < fid.screen_keep <= 1:
+        raise ConfigError(
+            "fidelity: calibration_images must be ≥ 1 and screen_keep lie in (0, 1], got "
+            f"{fid.calibration_images} and {fid.screen_keep}"
+        )
+
+
 def _validate(cfg: Config) -> None:
     if not 0 < cfg.layers.min_keep <= 1:
         raise ConfigError(f"layers.min_keep must lie in (0, 1], got {cfg.layers.min_keep}")
@@ -317,28 +351,24 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(
                 f"{key}.distill_targets is {ft.distill_targets!r}; choose one of cached, online"
             )
-    fid = cfg.fidelity
-    if (
-        (fid.min_steps is not None and fid.min_steps < 1)
-        or fid.rungs < 1
-        or fid.reduction_factor < 2
-    ):
-        raise ConfigError("fidelity: min_steps and rungs must be ≥ 1, reduction_factor ≥ 2")
+    _validate_fidelity(cfg.fidelity)
     from autoprune.hardware.device import DeviceSpec
     from autoprune.policy import MODES
-    from autoprune.search import PRUNERS, SEARCHERS
+    from autoprune.search import PRUNERS, RECOVERIES, SAMPLERS, SEARCHERS
 
     SEARCHERS.check(cfg.search.searcher, "search.searcher")
     d = cfg.device
     DeviceSpec(d.device, d.threads, d.batch, d.runtime)  # its own checks (runtime registered…)
     _validate_dataset(cfg.dataset)
     choices = {
-        "search.sampler": (cfg.search.sampler, ("tpe", "nsga2", "random")),
+        "search.sampler": (cfg.search.sampler, SAMPLERS),
+        "search.space": (cfg.search.space, ("layer", "stage")),
         "mode": (cfg.mode, MODES),
         "sparsity_scope": (cfg.sparsity_scope, ("layer", "global")),
         "amc.algorithm": (cfg.amc.algorithm, ("ddpg", "td3")),
         "amc.reward": (cfg.amc.reward, ("acc", "error_log_cost")),
         "fidelity.pruner": (cfg.fidelity.pruner, PRUNERS),
+        "fidelity.recover": (cfg.fidelity.recover, RECOVERIES),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

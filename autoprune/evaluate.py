@@ -1,10 +1,11 @@
-"""``Evaluator``: policy → pruned copy → short fine-tune → validation accuracy +
+"""``Evaluator``: policy → pruned copy → repair → short fine-tune → validation accuracy +
 latency/MACs/params.
 
 A pure function of ``(policy, seed, steps)``: it holds the dense model, the train/validation
 splits, the distillation teacher and the latency predictor, so it can be shipped once to Ray
 workers and called there or in-process alike. ``steps`` is the fidelity: the searches call it with
-short fine-tunes of increasing length (:mod:`autoprune.search.fidelity`).
+short fine-tunes of increasing length (:mod:`autoprune.search.fidelity`), ``0`` scoring the
+repaired candidate as it is.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from torch import nn
 from autoprune._device import free_cuda_memory
 from autoprune._threads import torch_threads
 from autoprune.data import Split
+from autoprune.data.splits import normalize
 from autoprune.errors import EvaluationError
 from autoprune.finetune import FinetuneConfig, Teacher, accuracy, finetune
 from autoprune.hardware.predictor import LatencyPredictor
 from autoprune.policy import PruningPolicy
 from autoprune.prunable import PrunableLayer
 from autoprune.pruning import apply_policy, count_macs_params, make_permanent
+from autoprune.reconstruct import recalibrate_bn, reconstruct
 from autoprune.records import EvalResult
+from autoprune.search import RECOVERIES
 
 
 class Evaluator:
@@ -45,6 +49,11 @@ class Evaluator:
             its logits cached per train image when the recipe says ``cached``).
         device: where the pruned copy is fine-tuned and scored (``cuda`` in a Ray task with a
             GPU is the GPU Ray assigned); the dense model stays where it is.
+        recover: how a pruned copy is repaired before its fine-tune: ``none``, ``bn`` (batch
+            norm re-estimated) or ``reconstruct`` (layers refitted to the dense model by least
+            squares, :func:`autoprune.reconstruct.reconstruct`).
+        calibration_images: train images (a fixed, seeded sample, not augmented) the repair
+            uses.
     """
 
     def __init__(
@@ -61,7 +70,11 @@ class Evaluator:
         eval_batch_size: int = 512,
         teacher: Teacher | None = None,
         device: str = "cpu",
+        recover: str = "none",
+        calibration_images: int = 256,
     ) -> None:
+        if recover not in RECOVERIES:
+            raise ValueError(f"recover is {recover!r}; choose one of {', '.join(RECOVERIES)}")
         self.model = model.eval()
         self.layers = layers
         self.input_shape = tuple(input_shape)
@@ -72,6 +85,9 @@ class Evaluator:
         self.threads = threads
         self.eval_batch_size = eval_batch_size
         self.device = device
+        self.recover = recover
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+        self.calibration = pick[: min(calibration_images, len(train))]
         if teacher is None and finetune_cfg.distill > 0:
             with torch_threads(threads):
                 teacher = (
@@ -92,8 +108,20 @@ class Evaluator:
         return twin
 
     def prune(self, policy: PruningPolicy) -> nn.Module:
-        """Pruned copy; magnitude masks stay attached so fine-tuning keeps the zeros."""
-        return apply_policy(self.model, policy, self.layers, self.input_shape, permanent=False)
+        """Pruned copy, repaired as ``recover`` says; magnitude masks stay attached so
+        fine-tuning keeps the zeros."""
+        kept: dict[str, list[int]] = {}
+        pruned = apply_policy(
+            self.model, policy, self.layers, self.input_shape, permanent=False, kept=kept
+        )
+        if self.recover != "none":
+            split = self.train
+            images = normalize(split.x[self.calibration], split.mean, split.std)
+            if self.recover == "bn":
+                recalibrate_bn(pruned, images)
+            else:
+                reconstruct(pruned, self.model, images, kept)
+        return pruned
 
     def __call__(
         self, policy: PruningPolicy, seed: int = 0, steps: int | None = None

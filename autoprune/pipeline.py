@@ -93,9 +93,10 @@ def fidelity_plan(cfg: Config) -> tuple[list[int | None], Any]:
     steps: list[int | None] = list(cfg.fidelity.steps(cfg.short_finetune.steps))
     if cfg.search.searcher == "optuna" and cfg.search.sampler == "nsga2":
         steps = steps[-1:]
-    pruner = make_pruner(
-        cfg.fidelity.pruner, [s or 1 for s in steps], cfg.fidelity.reduction_factor
-    )
+    fid = cfg.fidelity
+    keep = fid.keep() if fid.screen and len(steps) > 1 else None
+    rungs = [int(s) for s in steps] if keep else [s or 1 for s in steps]
+    pruner = make_pruner(fid.pruner, rungs, fid.reduction_factor, keep)
     return steps, pruner
 
 

@@ -58,11 +58,14 @@ def prune_structured(
     input_shape: tuple[int, ...],
     *,
     inplace: bool = False,
+    kept: dict[str, list[int]] | None = None,
 ) -> nn.Module:
     """Physically remove the lowest-L2-magnitude channels of each layer, as the policy says.
 
     Coupled channels (residual adds, depthwise groups) are removed together through the
     dependency group. The pruned model is checked with a forward pass before it is returned.
+    ``kept``, if given, receives the output channels each conv/linear layer kept (layers that
+    lost none are absent), what :func:`autoprune.reconstruct.reconstruct` needs.
     """
     policy.check_layers([layer.name for layer in layers])
     if not inplace:
@@ -72,6 +75,7 @@ def prune_structured(
         out_shape = model(probe_input(model, input_shape)).shape
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     dg = build_graph(model, input_shape)
+    names = {m: n for n, m in model.named_modules()}
     importance = _importance()
     for layer in layers:
         keep = kept_channels(layer.channels, policy.ratio(layer.name), policy.round_to)
@@ -80,12 +84,31 @@ def prune_structured(
         module = model.get_submodule(layer.name)
         scores = importance(root_group(dg, module, list(range(layer.channels))))
         drop = torch.argsort(scores)[: layer.channels - keep].tolist()
-        root_group(dg, module, drop).prune(record_history=False)
+        group = root_group(dg, module, drop)
+        if kept is not None:
+            _record_kept(group, dg, names, kept)
+        group.prune(record_history=False)
     for n, p in model.named_parameters():  # pruning re-creates parameters; keep frozen ones frozen
         if n in frozen:
             p.requires_grad_(False)
     check_forward(model, input_shape, out_shape)
     return model
+
+
+def _record_kept(
+    group: tp.Group,
+    dg: tp.DependencyGraph,
+    names: dict[nn.Module, str],
+    kept: dict[str, list[int]],
+) -> None:
+    """Note the output channels each conv/linear layer of ``group`` keeps (a layer's outputs
+    belong to one group only, so its indices still count from the dense layer)."""
+    for dep, idxs in group:
+        mod = dep.target.module
+        if isinstance(mod, ROOT_TYPES) and dg.is_out_channel_pruning_fn(dep.handler):
+            width = mod.out_channels if isinstance(mod, nn.Conv2d) else mod.out_features
+            drop = set(idxs)
+            kept[names[mod]] = [i for i in range(width) if i not in drop]
 
 
 def check_forward(model: nn.Module, input_shape: tuple[int, ...], out_shape: torch.Size) -> None:
@@ -160,12 +183,14 @@ def apply_policy(
     input_shape: tuple[int, ...],
     *,
     permanent: bool = True,
+    kept: dict[str, list[int]] | None = None,
 ) -> nn.Module:
-    """Return a pruned copy of ``model``: channels first (structured/hybrid), then masks
-    (kept attached with ``permanent=False``, for fine-tuning; see :func:`prune_unstructured`)."""
+    """Return a pruned copy of ``model``: channels first (structured/hybrid; ``kept`` as in
+    :func:`prune_structured`), then masks (kept attached with ``permanent=False``, for
+    fine-tuning; see :func:`prune_unstructured`)."""
     pruned = copy.deepcopy(model)
     if policy.mode in ("structured", "hybrid"):
-        pruned = prune_structured(pruned, policy, layers, input_shape, inplace=True)
+        pruned = prune_structured(pruned, policy, layers, input_shape, inplace=True, kept=kept)
     return apply_sparsity(pruned, policy, permanent=permanent)
 
 

@@ -22,9 +22,9 @@ from autoprune.hardware.device import DeviceSpec
 from autoprune.hardware.predictor import LUTPredictor
 from autoprune.hardware.profile import HardwareProfile, default_profile_path
 from autoprune.models import ModelSpec, build_model, model_spec
-from autoprune.prunable import PrunableLayer, discover
+from autoprune.prunable import PrunableLayer, discover, module_geometry
 from autoprune.pruning import channel_scores
-from autoprune.search._base import SearchContext
+from autoprune.search._base import SearchContext, stage_groups
 
 Progress = Callable[[str, int, int], None]
 
@@ -175,7 +175,24 @@ class Workspace:
             cfg.search.seed if seed is None else seed,
             channel_scores=channel_scores(self.model, self.layers, self.input_shape),
             round_to_choices=tuple(cfg.search.round_to or ()),
+            groups=self.space_groups(),
         )
+
+    def space_groups(self) -> dict[str, list[str]]:
+        """The search space's dimensions (``search.space``): ``{}`` for one per layer, or the
+        layers grouped by output resolution and residual coupling (``stage``)."""
+        if self.config.search.space == "layer":
+            return {}
+        geo = module_geometry(self.model, self.input_shape)
+
+        def out_hw(name: str) -> tuple[int, int]:
+            g = geo[name]
+            side = [(s + 2 * g.padding - g.kernel) // g.stride + 1 for s in g.in_hw]
+            return (side[0], side[1]) if g.kind == "conv" else (1, 1)
+
+        names = self.layer_names
+        coupled = {la.name for la in self.layers if len(la.outs) > 1}
+        return stage_groups(names, {n: out_hw(n) for n in names}, coupled)
 
     def evaluator(
         self,
@@ -197,6 +214,8 @@ class Workspace:
             eval_batch_size=self.config.eval_batch_size,
             teacher=teacher,
             device=self.compute,
+            recover=self.config.fidelity.recover,
+            calibration_images=self.config.fidelity.calibration_images,
         )
 
 

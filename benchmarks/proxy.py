@@ -1,27 +1,36 @@
-"""How well does the search's cheap score (the proxy) predict the accuracy after the final
-fine-tune? Spearman rank correlation over random feasible candidates at one budget.
+"""How well does a cheap score (a proxy) predict the accuracy after the final fine-tune, and what
+does it cost? Spearman rank correlation over random feasible candidates at one budget, and the
+wall time per candidate of each proxy.
 
-    python -m benchmarks.proxy [--budget 0.5] [--n 10] [--final-epochs E] [--work WORK]
-    # ~2.5 h with the suite's 16-epoch recipe at 50 %, 1.5 h measured with --final-epochs 8
+    python -m benchmarks.proxy --suite cpu-v3 --budget 0.5 --n 12 --work runs/bench/cpu-v3
+    python -m benchmarks.proxy --suite cpu-v2 --budget 0.5 --n 12    # ResNet-20: v2's 10 + 2
 
-For ``--n`` random policies fitted to the budget (what a search's start-up phase proposes):
+For ``--n`` random policies fitted to the budget (what a search's start-up phase proposes), each
+proxy scores the pruned model on the validation split (test-set images the checkpoint never
+trained on):
 
-- *before* (benchmark v1's proxy): 80 fine-tune steps, batch 64, no distillation, on 4,085
-  exact train images, scored on 1,000 images carved from train (which the checkpoint trained
-  on) — and, to separate the two causes, the same models scored on the honest validation split;
-- *after*: the multi-fidelity evaluator's score at each rung (100 / 300 / 900 steps on all
-  50,000 train images, distillation from the dense model, validation on test-set images the
-  checkpoint never saw);
-- *final*: the benchmark's final recipe at that budget (or its ``--final-epochs`` version);
-  its validation accuracy is what the proxies should rank correctly.
+- *zero-cost*: the pruned model's MACs and parameters (architecture alone);
+- *screens* (candidates for a cheap rung 0): the pruned model repaired by batch-norm
+  re-estimation or by least-squares reconstruction (:mod:`autoprune.reconstruct`) and scored
+  with no fine-tune step, or reconstructed and then fine-tuned 30 / 100 steps;
+- *rungs*: the multi-fidelity evaluator's 100 / 300 / 900-step short fine-tunes from the plain
+  pruned model (what benchmark v2 searched with);
+- *before* (``cpu-v2`` only): benchmark v1's 80-step proxy on a validation split carved from
+  the train images the checkpoint memorized;
+- *final*: the suite's final recipe at that budget (or ``--final-epochs``), one seed; its
+  validation accuracy is what the proxies should rank.
 
-Reuses the profile and teacher logits of the ``cpu-v2`` work folder; every step is saved in
-``WORK/proxy-<budget>/`` as it finishes, so a rerun resumes.
+Seconds per candidate are measured in this process on one thread (what one search worker uses):
+pruning, repair, fine-tune and scoring. Every step is saved in ``WORK/proxy-<budget>/`` as it
+finishes, so a rerun resumes (and a larger ``--n`` adds candidates); the finals, the long part,
+run first, two at a time as Ray tasks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +40,9 @@ from autoprune._io import write_json
 from autoprune._threads import torch_threads
 from autoprune.data import load_cifar10
 from autoprune.distributed import LocalPool, RayPool
+from autoprune.evaluate import Evaluator
 from autoprune.finetune import FinetuneConfig, accuracy, finetune
+from autoprune.hardware import LUTPredictor
 from autoprune.policy import PruningPolicy
 from autoprune.pruning import apply_policy
 from autoprune.search.baselines import RandomSearcher
@@ -41,67 +52,76 @@ from benchmarks._stats import spearman
 from benchmarks.run import Bench, _log
 
 OLD_PROXY = FinetuneConfig(steps=80, batch_size=64, lr=0.01)
+# name → (repair, fine-tune steps): the cheap rung-0 candidates.
+SCREENS: dict[str, tuple[str, int]] = {
+    "bn": ("bn", 0),
+    "reconstruct": ("reconstruct", 0),
+    "reconstruct + 30 steps": ("reconstruct", 30),
+    "reconstruct + 100 steps": ("reconstruct", 100),
+}
 
 
-def _cached(path: Path, make: Any) -> Any:
-    import json
-
-    if path.is_file():
-        return json.loads(path.read_text())
-    value = make()
-    write_json(path, value)
-    return value
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = study_parser(__doc__ or "")
-    ap.add_argument("--n", type=int, default=10, help="candidates (random feasible policies)")
-    ap.add_argument(
-        "--final-epochs",
-        type=float,
-        default=None,
-        help="epochs of the final recipe (default: the suite's at this budget); a shorter\n"
-        "one fits the study into a session and is named in the results",
-    )
-    args = ap.parse_args(argv)
-    bench = Bench(args.suite, args.work, args.suite, [])
+def _policies(bench: Bench, budget: str, n: int, folder: Path) -> list[dict[str, Any]]:
+    """The study's candidates: the first ``n`` proposals of a seeded random searcher, fitted to
+    the budget; a cached list is extended (its entries must be what the searcher proposes)."""
+    path = folder / "policies.json"
+    cached: list[dict[str, Any]] = _load(path) or []
+    if len(cached) >= n:
+        return cached[:n]
     ws, profile, cfg = bench.ws, bench.profile, bench.cfg
-    folder = args.work / f"proxy-{args.budget}"
-    budget_ms = ws.budget_ms(profile, args.budget)
+    budget_ms = ws.budget_ms(profile, budget)
     ctx = ws.search_context(profile, budget_ms * (1 - cfg.budget_margin), folder, seed=7)
-    searcher = RandomSearcher(ctx)
-    policies = _cached(
-        folder / "policies.json", lambda: [p.to_dict() for p in proposals(searcher, args.n)]
-    )
+    fresh = [p.to_dict() for p in proposals(RandomSearcher(ctx), n)]
+    for old, new in zip(cached, fresh, strict=False):
+        if old["ratios"] != new["ratios"]:
+            raise SystemExit(f"{path} holds other policies than seed 7 proposes: remove it")
+    write_json(path, fresh)
+    return fresh
 
-    def old_proxy() -> list[dict[str, float]]:
-        _log("before: v1 proxy (80 steps on exact train, validation carved from train)")
-        exact = load_cifar10("exact", val_size=1000, seed=0)
-        out = []
-        with torch_threads(bench.train_threads):
-            for p in policies:
-                model = apply_policy(
-                    ws.model, PruningPolicy.from_dict(p), ws.layers, ws.input_shape
-                )
-                finetune(model, exact.train, OLD_PROXY, seed=0)
-                out.append(
-                    {
-                        "memorized_val": accuracy(model, exact.val),
-                        "honest_val": accuracy(model, bench.data.val),
-                    }
-                )
-        return out
 
-    old = _cached(folder / "old_proxy.json", old_proxy)
+def _finals(
+    bench: Bench, policies: list[dict[str, Any]], recipe: FinetuneConfig, folder: Path
+) -> list[dict[str, Any]]:
+    path = folder / f"finals-{recipe.epochs:g}ep.json"
+    finals: dict[str, Any] = _load(path) or {}
+    todo = [i for i in range(len(policies)) if str(i) not in finals]
+    if todo:
+        _log(f"final fine-tunes ({recipe.epochs:g} epochs) of {len(todo)} candidates")
+        ws = bench.ws
+        job = FinalJob(ws.model, ws.layers, ws.input_shape, bench.data, bench.teacher)
 
-    def new_proxy() -> list[list[float]]:
-        rungs = cfg.fidelity.steps(cfg.short_finetune.steps)
-        _log(f"after: multi-fidelity scores at {rungs} steps")
-        ev = ws.evaluator(bench.data, profile, teacher=bench.teacher)
+        def done(j: int, result: dict[str, Any]) -> None:
+            finals[str(todo[j])] = result
+            write_json(path, finals)
+            _log(f"  candidate {todo[j]}: val {result['val_acc']:.2f}")
+
+        run_finals(job, [(policies[i], 0, recipe) for i in todo], done=done)
+    return [finals[str(i)] for i in range(len(policies))]
+
+
+def _rungs(
+    bench: Bench, policies: list[dict[str, Any]], folder: Path
+) -> tuple[list[int], list[list[float]], list[list[float] | None]]:
+    """Each candidate's score after each rung's fine-tune (from the plain pruned model), and its
+    seconds (``None`` for rows recorded before times were kept)."""
+    rungs = bench.cfg.fidelity.steps(bench.cfg.short_finetune.steps)
+    path = folder / "rungs.json"
+    saved = _load(path) or {}
+    if isinstance(saved, list):  # the format before seconds were recorded
+        saved = {"scores": saved, "seconds": [None] * len(saved)}
+    scores, seconds = saved.get("scores", []), saved.get("seconds", [])
+    todo = list(range(len(scores), len(policies)))
+    if todo:
+        _log(f"rungs {rungs} for {len(todo)} candidates")
+        ev = bench.ws.evaluator(bench.data, bench.profile, teacher=bench.teacher)
         pool = RayPool(ev, slots=2) if bench.train_threads > 1 else LocalPool(ev)
+        jobs = [(i, k) for i in todo for k in range(len(rungs))]
+        new = {i: [[0.0] * len(rungs), [0.0] * len(rungs)] for i in todo}
         try:
-            jobs = [(i, k) for i in range(len(policies)) for k in range(len(rungs))]
-            scores = np.zeros((len(policies), len(rungs)))
             for key, (i, k) in enumerate(jobs):
                 pool.submit(key, PruningPolicy.from_dict(policies[i]), 0, rungs[k])
             for _ in jobs:
@@ -109,85 +129,194 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 i, k = jobs[key]
                 if result is None:
                     raise RuntimeError(error)
-                scores[i, k] = result.accuracy
+                new[i][0][k] = result.accuracy
+                new[i][1][k] = result.finetune_s + result.eval_s
         finally:
             pool.close()
-        return scores.tolist()
+        scores += [new[i][0] for i in todo]
+        seconds += [new[i][1] for i in todo]
+        write_json(path, {"rungs": rungs, "scores": scores, "seconds": seconds})
+    return rungs, scores, seconds
 
-    new = _cached(folder / "rungs.json", new_proxy)
 
-    recipe = bench.recipe(args.budget)
-    if args.final_epochs is not None:
-        recipe = dataclasses.replace(recipe, epochs=args.final_epochs)
-    finals_path = folder / f"finals-{recipe.epochs:g}ep.json"
-    finals: dict[str, Any] = _cached(finals_path, dict)
-    todo = [i for i in range(len(policies)) if str(i) not in finals]
-    if todo:
-        _log(f"final fine-tunes ({recipe.epochs} epochs) of {len(todo)} candidates")
-        job = FinalJob(ws.model, ws.layers, ws.input_shape, bench.data, bench.teacher)
+def _screens(bench: Bench, policies: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:
+    """Each candidate's score and seconds under every screen (and its MACs and parameters),
+    measured here on one thread."""
+    path = folder / "screens.json"
+    rows: list[dict[str, Any]] = _load(path) or []
+    ws, cfg = bench.ws, bench.cfg
+    evaluators: dict[str, Evaluator] = {}
+    for i in range(len(policies)):
+        row = rows[i] if i < len(rows) else {}
+        missing = [name for name in SCREENS if name not in row]
+        if not missing:
+            continue
+        policy = PruningPolicy.from_dict(policies[i])
+        for name in missing:
+            recover, steps = SCREENS[name]
+            if recover not in evaluators:
+                wc = cfg.replace(**{"fidelity.recover": recover})
+                evaluators[recover] = Evaluator(
+                    ws.model, ws.layers, ws.input_shape, bench.data.train, bench.data.val,
+                    LUTPredictor(bench.profile),
+                    wc.short_finetune, threads=1, eval_batch_size=cfg.eval_batch_size,
+                    teacher=bench.teacher, recover=recover,
+                    calibration_images=wc.fidelity.calibration_images,
+                )  # fmt: skip
+            t0 = time.perf_counter()
+            result = evaluators[recover](policy, 0, steps)
+            row[name] = {"score": result.accuracy, "seconds": time.perf_counter() - t0}
+            row.update(macs=result.macs, params=result.params)
+        rows[i:] = [row, *rows[i + 1 :]]
+        write_json(path, rows)
+        _log(f"  screens of candidate {i}: " + ", ".join(
+            f"{n} {row[n]['score']:.2f} ({row[n]['seconds']:.1f} s)" for n in SCREENS
+        ))  # fmt: skip
+    return rows
 
-        def done(j: int, result: dict[str, Any]) -> None:
-            finals[str(todo[j])] = result
-            write_json(finals_path, finals)
-            _log(f"  candidate {todo[j]}: val {result['val_acc']:.2f}")
 
-        run_finals(job, [(policies[i], 0, recipe) for i in todo], done=done)
-    final_val = [finals[str(i)]["val_acc"] for i in range(len(policies))]
-    rungs = cfg.fidelity.steps(cfg.short_finetune.steps)
-    corr = {
-        "before: 80 steps, validation carved from train": spearman(
-            [o["memorized_val"] for o in old], final_val
-        ),
-        "before, scored on the honest validation split": spearman(
-            [o["honest_val"] for o in old], final_val
-        ),
-        **{
-            f"after: rung {k} ({s} steps, honest validation)": spearman(
-                [row[k] for row in new], final_val
+def _old_proxy(
+    bench: Bench, policies: list[dict[str, Any]], folder: Path
+) -> list[dict[str, float]]:
+    """Benchmark v1's proxy (cpu-v2 only): 80 steps on the exact train images, scored on a
+    split carved from them (memorized) and on the honest validation split."""
+    path = folder / "old_proxy.json"
+    out: list[dict[str, float]] = _load(path) or []
+    if len(out) >= len(policies):
+        return out[: len(policies)]
+    _log("before: v1 proxy (80 steps on exact train, validation carved from train)")
+    ws = bench.ws
+    exact = load_cifar10("exact", val_size=1000, seed=0)
+    with torch_threads(bench.train_threads):
+        for p in policies[len(out) :]:
+            model = apply_policy(ws.model, PruningPolicy.from_dict(p), ws.layers, ws.input_shape)
+            finetune(model, exact.train, OLD_PROXY, seed=0)
+            out.append(
+                {
+                    "memorized_val": accuracy(model, exact.val),
+                    "honest_val": accuracy(model, bench.data.val),
+                }
             )
-            for k, s in enumerate(rungs)
-        },
-    }
-    out = {
-        "budget": args.budget,
-        "n": len(policies),
-        "final_recipe": dataclasses.asdict(recipe),
-        "spearman": corr,
-        "candidates": [
-            {"policy": p, "old": o, "rungs": r, "final": finals[str(i)]}
-            for i, (p, o, r) in enumerate(zip(policies, old, new, strict=True))
-        ],
-        "provenance": provenance(profile.device, profile.threads, profile.batch),
-    }
-    save(f"proxy-{args.budget}", out, _markdown(out, rungs), folder=args.results)
+            write_json(path, out)
     return out
 
 
-def _markdown(out: dict[str, Any], rungs: list[int]) -> str:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = study_parser(__doc__ or "")
+    ap.add_argument("--n", type=int, default=12, help="candidates (random feasible policies)")
+    ap.add_argument(
+        "--final-epochs",
+        type=float,
+        default=None,
+        help="epochs of the final recipe (default: the suite's at this budget); a shorter\n"
+        "one fits the study into a session and is named in the results",
+    )
+    ap.add_argument("--force-profile", action="store_true", help="use the work folder's profile")
+    args = ap.parse_args(argv)
+    bench = Bench(args.suite, args.work, args.suite, [], force_profile=args.force_profile)
+    folder = args.work / f"proxy-{args.budget}"
+    policies = _policies(bench, args.budget, args.n, folder)
+    recipe = bench.recipe(args.budget)
+    if args.final_epochs is not None:
+        recipe = dataclasses.replace(recipe, epochs=args.final_epochs)
+    finals = _finals(bench, policies, recipe, folder)
+    rungs, rung_scores, rung_seconds = _rungs(bench, policies, folder)
+    screens = _screens(bench, policies, folder)
+    old = _old_proxy(bench, policies, folder) if args.suite == "cpu-v2" else None
+    final_val = [f["val_acc"] for f in finals]
+
+    def entry(
+        kind: str, scores: list[float], seconds: list[float | None] | None
+    ) -> dict[str, Any]:
+        timed = [s for s in seconds or [] if s is not None]
+        return {
+            "kind": kind,
+            "spearman": spearman(scores, final_val),
+            "seconds": float(np.mean(timed)) if timed else None,
+        }
+
+    proxies: dict[str, dict[str, Any]] = {
+        "MACs": entry("zero-cost", [s["macs"] for s in screens], None),
+        "parameters": entry("zero-cost", [s["params"] for s in screens], None),
+        **{
+            f"{name}, no fine-tune" if SCREENS[name][1] == 0 else name: entry(
+                "screen",
+                [s[name]["score"] for s in screens],
+                [s[name]["seconds"] for s in screens],
+            )
+            for name in SCREENS
+        },
+        **{
+            f"rung {k}: {steps} steps": entry(
+                "rung", [r[k] for r in rung_scores], [s[k] if s else None for s in rung_seconds]
+            )
+            for k, steps in enumerate(rungs)
+        },
+    }
+    if old is not None:
+        proxies["v1: 80 steps, memorized validation"] = entry(
+            "before", [o["memorized_val"] for o in old], None
+        )
+    out = {
+        "suite": args.suite,
+        "model": bench.cfg.model,
+        "budget": args.budget,
+        "n": len(policies),
+        "final_recipe": dataclasses.asdict(recipe),
+        "rungs": rungs,
+        "proxies": proxies,
+        "candidates": [
+            {"policy": p, "final": f, "rungs": r, "screens": s}
+            for p, f, r, s in zip(policies, finals, rung_scores, screens, strict=True)
+        ],
+        "provenance": provenance(bench.profile.device, bench.profile.threads, bench.profile.batch),
+    }
+    save(f"proxy-{bench.cfg.model}-{args.budget}", out, _markdown(out), folder=args.results)
+    return out
+
+
+def _markdown(out: dict[str, Any]) -> str:
     prov = out["provenance"]
+    last = out["proxies"][f"rung {len(out['rungs']) - 1}: {out['rungs'][-1]} steps"]["seconds"]
+    recipe = out["final_recipe"]
     md = [
-        f"# Proxy → final: rank correlation at {float(out['budget']):.0%} of dense latency",
+        f"# Proxy → final: {out['model']} at {float(out['budget']):.0%} of dense latency",
         "",
-        f"{out['n']} random feasible ResNet-20 policies (seeded), each scored by each proxy and "
-        f"then fine-tuned with the final recipe ({out['final_recipe']['epochs']} epochs on all "
-        "50,000 train images, distilled, lr "
-        f"{out['final_recipe']['lr']}); the target is the final model's validation accuracy. "
+        f"{out['n']} random feasible policies (seeded), each scored by each proxy on the "
+        "validation split and then fine-tuned with the final recipe "
+        f"({recipe['epochs']:g} epochs on all 50,000 train images, distilled, lr {recipe['lr']}, "
+        "one seed); the target is the final model's validation accuracy. Seconds per "
+        "candidate on one thread (prune, repair, fine-tune, score). "
         f"{prov['device_name']}, torch {prov['versions']['torch']}, commit "
         f"{prov['git_commit']}, {prov['date']}.",
         "",
-        "| proxy | Spearman vs final validation |",
-        "|---|---:|",
-        *[f"| {k} | {v:+.2f} |" for k, v in out["spearman"].items()],
+        "| proxy | kind | Spearman vs final validation | seconds per candidate | "
+        "÷ last rung's time |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, p in out["proxies"].items():
+        sec = p["seconds"]
+        share = f"{sec / last:.3f}" if sec is not None and last else "–"
+        md.append(
+            f"| {name} | {p['kind']} | {p['spearman']:+.2f} | "
+            f"{'–' if sec is None else f'{sec:.1f}'} | {share} |"
+        )
+    names = list(SCREENS)
+    md += [
         "",
-        "| candidate | v1 proxy (memorized val) | v1 proxy (honest val) | "
-        + " | ".join(f"rung {s} steps" for s in rungs)
+        "| candidate | MACs M | params k | "
+        + " | ".join(names)
+        + " | "
+        + " | ".join(f"rung {s} steps" for s in out["rungs"])
         + " | final val | final test | final holdout |",
-        "|---:|---:|---:|" + "---:|" * len(rungs) + "---:|---:|---:|",
+        "|---:|---:|---:|" + "---:|" * (len(names) + len(out["rungs"])) + "---:|---:|---:|",
     ]
     for i, c in enumerate(out["candidates"]):
-        f = c["final"]
+        f, s = c["final"], c["screens"]
         md.append(
-            f"| {i} | {c['old']['memorized_val']:.2f} | {c['old']['honest_val']:.2f} | "
+            f"| {i} | {s['macs'] / 1e6:.2f} | {s['params'] / 1e3:.1f} | "
+            + " | ".join(f"{s[n]['score']:.2f}" for n in names)
+            + " | "
             + " | ".join(f"{a:.2f}" for a in c["rungs"])
             + f" | {f['val_acc']:.2f} | {f['test_acc']:.2f} | {f.get('holdout_acc', 0):.2f} |"
         )

@@ -84,6 +84,15 @@ CPU_V2: dict[str, Any] = {
 }
 SUITES: dict[str, dict[str, Any]] = {
     "cpu-v2": CPU_V2,
+    # Benchmark v3: ResNet-56 at low budgets, every method fitted in the same timing rounds,
+    # whole-schedule finals (results/cpu-v3.md states the pre-registered claim).
+    "cpu-v3": {
+        "config": "search_spaces/resnet56_cifar10_full.yaml",
+        "budgets": ["0.5", "0.35"],
+        "seeds": [0, 1, 2],
+        "trials": 24,
+        "fit": "joint",
+    },
     # cpu-v2 again with every method's search-best policy fitted in the same timing rounds
     # (``fit: joint``), so all rows get the same measured latency; cpu-v2's searches are reused.
     "cpu-v2-matched": {**CPU_V2, "search_from": "cpu-v2", "fit": "joint"},

@@ -22,9 +22,12 @@ SEARCHERS: Registry[type[Searcher]] = Registry(
         "random": "autoprune.search.baselines:RandomSearcher",
         "uniform": "autoprune.search.baselines:UniformSearcher",
         "global": "autoprune.search.baselines:GlobalMagnitudeSearcher",
+        "lamp": "autoprune.search.baselines:GlobalLAMPSearcher",
     },
 )
 PRUNERS: tuple[str, ...] = ("successive_halving", "hyperband", "none")  # fidelity.pruner
+RECOVERIES: tuple[str, ...] = ("none", "bn", "reconstruct")  # fidelity.recover
+SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "cmaes", "random")  # search.sampler (optuna)
 
 
 def make_searcher(name: str, ctx: SearchContext, cfg: Config) -> Searcher:
@@ -32,4 +35,13 @@ def make_searcher(name: str, ctx: SearchContext, cfg: Config) -> Searcher:
     return SEARCHERS.get(name).from_config(ctx, cfg)
 
 
-__all__ = ["PRUNERS", "SEARCHERS", "Proposal", "SearchContext", "Searcher", "make_searcher"]
+__all__ = [
+    "PRUNERS",
+    "RECOVERIES",
+    "SAMPLERS",
+    "SEARCHERS",
+    "Proposal",
+    "SearchContext",
+    "Searcher",
+    "make_searcher",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,6 +33,36 @@ class SearchContext:
     seed: int = 0
     channel_scores: Mapping[str, Sequence[float]] = field(default_factory=dict)  # dense model's
     round_to_choices: tuple[int, ...] = ()  # channel multiples a searcher may choose among
+    # The search space's dimensions: each names the layers that share one ratio (empty: one
+    # dimension per layer). See :func:`stage_groups`.
+    groups: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def dims(self) -> dict[str, list[str]]:
+        """Dimension → the layers it sets (one per layer unless the space is grouped)."""
+        if self.groups:
+            return {g: list(names) for g, names in self.groups.items()}
+        return {n: [n] for n in self.layers}
+
+    def dim_bound(self, dim: str) -> float:
+        """The largest ratio a dimension takes (its layers' largest bound)."""
+        return max(self.max_ratio[n] for n in self.dims[dim])
+
+    def expand(self, params: Mapping[str, float]) -> dict[str, float]:
+        """Per-layer ratios from per-dimension ones, each capped at its layer's bound."""
+        return {
+            n: min(float(params.get(d, 0.0)), self.max_ratio[n])
+            for d, names in self.dims.items()
+            for n in names
+        }
+
+    def project(self, ratios: Mapping[str, float]) -> dict[str, float]:
+        """Per-dimension ratios nearest a per-layer policy (the mean of each group's ratios):
+        how a baseline's policy enters a grouped space."""
+        return {
+            d: min(sum(ratios.get(n, 0.0) for n in names) / len(names), self.dim_bound(d))
+            for d, names in self.dims.items()
+        }
 
     def fit(
         self, ratios: Mapping[str, float], round_to: int | None = None, **metadata: Any
@@ -99,4 +129,22 @@ class Searcher(ABC):
         """Release resources (storage connections, files)."""
 
 
-__all__ = ["Proposal", "SearchContext", "Searcher"]
+def stage_groups(
+    layers: Sequence[str], resolution: Mapping[str, tuple[int, int]], coupled: Set[str]
+) -> dict[str, list[str]]:
+    """Group layers by the spatial size of their output and whether they are coupled through a
+    residual add (several layers' outputs pruned together): a CIFAR ResNet's stages, 6
+    dimensions instead of 30 for ResNet-56, so a search can learn the whole space from a few
+    hundred candidates. Groups are named like ``16x16`` and ``16x16-coupled``.
+
+    >>> stage_groups(["a", "b", "c"], {"a": (8, 8), "b": (8, 8), "c": (4, 4)}, {"b"})
+    {'8x8': ['a'], '8x8-coupled': ['b'], '4x4': ['c']}
+    """
+    out: dict[str, list[str]] = {}
+    for n in layers:
+        h, w = resolution[n]
+        out.setdefault(f"{h}x{w}" + ("-coupled" if n in coupled else ""), []).append(n)
+    return out
+
+
+__all__ = ["Proposal", "SearchContext", "Searcher", "stage_groups"]

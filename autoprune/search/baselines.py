@@ -1,5 +1,6 @@
-"""Baselines on equal terms with the searchers: uniform ratios, global magnitude pruning (as in
-Torch-Pruning) and random feasible policies, each moved onto the same latency budget."""
+"""Baselines on equal terms with the searchers: uniform ratios, global magnitude and global LAMP
+pruning (as in Torch-Pruning) and random feasible policies, each moved onto the same latency
+budget."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from autoprune.search._base import Proposal, Searcher
 
 
 class RandomSearcher(Searcher):
-    """Random ratios in each layer's bounds, moved onto the budget. Trial ``k`` draws from seed
-    ``(seed, k)``, so a resumed run proposes exactly what the interrupted one would have."""
+    """Random ratios in each dimension's bounds (a layer, or a group of layers in a grouped
+    space), moved onto the budget. Trial ``k`` draws from seed ``(seed, k)``, so a resumed run
+    proposes exactly what the interrupted one would have."""
 
     name = "random"
 
@@ -34,8 +36,9 @@ class RandomSearcher(Searcher):
         k = self._next
         self._next += 1
         rng = np.random.default_rng([self.ctx.seed, k])
-        raw = {n: float(rng.uniform(0.0, self.ctx.max_ratio[n])) for n in self.ctx.layers}
-        return Proposal(k, self.ctx.fit(raw, searcher=self.name, trial=k), raw)
+        params = {d: float(rng.uniform(0.0, self.ctx.dim_bound(d))) for d in self.ctx.dims}
+        raw = self.ctx.expand(params)
+        return Proposal(k, self.ctx.fit(raw, searcher=self.name, trial=k), params)
 
     def tell(
         self, proposal: Proposal, result: EvalResult | None, error: str | None = None
@@ -78,14 +81,18 @@ class GlobalMagnitudeSearcher(UniformSearcher):
 
     name = "global"
 
+    def scores(self) -> dict[str, np.ndarray]:
+        """Each layer's channel scores, comparable across layers."""
+        if not self.ctx.channel_scores:
+            raise ConfigError(f"{self.name} pruning needs the dense model's channel scores")
+        return {n: np.asarray(self.ctx.channel_scores[n], dtype=float) for n in self.ctx.layers}
+
     def ask(self) -> Proposal | None:
         if self._asked:
             return None
         self._asked = True
         ctx = self.ctx
-        if not ctx.channel_scores:
-            raise ConfigError("global magnitude pruning needs the dense model's channel scores")
-        scores = {n: np.asarray(ctx.channel_scores[n], dtype=float) for n in ctx.layers}
+        scores = self.scores()
         pooled = np.concatenate(list(scores.values()))
 
         def at(share: float) -> PruningPolicy:
@@ -101,4 +108,38 @@ class GlobalMagnitudeSearcher(UniformSearcher):
         return Proposal(0, policy, {"share": share})
 
 
-__all__ = ["GlobalMagnitudeSearcher", "RandomSearcher", "UniformSearcher"]
+def lamp(scores: np.ndarray) -> np.ndarray:
+    """LAMP scores (Lee et al., ICLR 2021) of one layer's channel importances: each score divided
+    by the sum of the scores not below it, so the weakest channels of every layer compare on one
+    scale. Invariant to scaling a layer's scores, so the mean-normalized magnitudes give what
+    Torch-Pruning's ``LAMPImportance`` does (a test checks it).
+
+    >>> lamp(np.array([1.0, 3.0, 2.0])).round(3).tolist()
+    [0.167, 1.0, 0.4]
+    """
+    order = np.argsort(scores, kind="stable")
+    ranked = scores[order]
+    tail = np.cumsum(ranked[::-1])[::-1]  # sum of the scores from each rank up
+    out = np.empty_like(scores, dtype=float)
+    out[order] = ranked / tail
+    return out
+
+
+class GlobalLAMPSearcher(GlobalMagnitudeSearcher):
+    """Global pruning by LAMP scores (layer-adaptive magnitude, as in Torch-Pruning's
+    ``LAMPImportance``): one threshold over every channel's LAMP score, raised until the budget
+    is met. LAMP keeps layers whose weights are all small from being emptied first."""
+
+    name = "lamp"
+
+    def scores(self) -> dict[str, np.ndarray]:
+        return {n: lamp(s) for n, s in super().scores().items()}
+
+
+__all__ = [
+    "GlobalLAMPSearcher",
+    "GlobalMagnitudeSearcher",
+    "RandomSearcher",
+    "UniformSearcher",
+    "lamp",
+]

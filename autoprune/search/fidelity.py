@@ -16,6 +16,7 @@ every search live.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -52,10 +53,46 @@ def rung_steps(min_steps: int, rungs: int, reduction_factor: int) -> list[int]:
     return [min_steps * reduction_factor**k for k in range(rungs)]
 
 
-def make_pruner(kind: str, steps: list[int], reduction_factor: int) -> optuna.pruners.BasePruner:
-    """Optuna's pruner over rungs ``steps`` (``none``: every candidate runs every rung)."""
+class RungPruner(optuna.pruners.BasePruner):
+    """Asynchronous successive halving over explicit rungs, each with its own share kept.
+
+    A candidate that reported its score at rung ``k`` (after ``steps[k]`` fine-tune steps) goes
+    on while it ranks in the best ``keep[k]`` share of every score reported at that rung so far
+    (itself included; the best one always goes on), as Optuna's
+    :class:`~optuna.pruners.SuccessiveHalvingPruner` does with one ratio for all rungs. A cheap
+    screening rung can thus keep 1 in 10 and the fine-tune rungs 1 in 3. Single objective,
+    maximized.
+    """
+
+    def __init__(self, steps: list[int], keep: list[float]) -> None:
+        if len(keep) != len(steps) - 1 or not all(0 < k <= 1 for k in keep):
+            raise ValueError(f"need one share in (0, 1] per rung but the last: {steps}, {keep}")
+        self.steps, self.keep = list(steps), list(keep)
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step not in self.steps[:-1]:
+            return False
+        share = self.keep[self.steps.index(step)]
+        value = trial.intermediate_values[step]
+        peers = [
+            t.intermediate_values[step]
+            for t in study.get_trials(deepcopy=False)
+            if step in t.intermediate_values and t.number != trial.number
+        ]
+        better = sum(v > value for v in peers)
+        return better >= max(1, math.floor(share * (len(peers) + 1)))
+
+
+def make_pruner(
+    kind: str, steps: list[int], reduction_factor: int, keep: list[float] | None = None
+) -> optuna.pruners.BasePruner:
+    """Optuna's pruner over rungs ``steps`` (``none``: every candidate runs every rung); with
+    ``keep`` (a share per rung but the last), a :class:`RungPruner`."""
     if kind == "none" or len(steps) == 1:
         return optuna.pruners.NopPruner()
+    if keep is not None:
+        return RungPruner(steps, keep)
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(
             min_resource=steps[0], max_resource=steps[-1], reduction_factor=reduction_factor
@@ -168,4 +205,4 @@ class Ledger:
                     self.study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
 
 
-__all__ = ["OBJECTIVE", "STUDY_NAME", "Ledger", "make_pruner", "rung_steps"]
+__all__ = ["OBJECTIVE", "STUDY_NAME", "Ledger", "RungPruner", "make_pruner", "rung_steps"]

@@ -5,6 +5,7 @@ inform the sampler too."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +25,26 @@ def default_storage(ctx: SearchContext) -> str:
 
 
 def make_sampler(kind: str, seed: int, startup_trials: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler ``kind`` names: multivariate TPE (the ratios interact through the
+    budget, so they are modelled jointly; constant liar spreads parallel trials), NSGA-II,
+    CMA-ES (a continuous space; random start-up trials first) or random."""
     if kind == "tpe":
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=startup_trials, multivariate=True, constant_liar=True
+            seed=seed,
+            n_startup_trials=startup_trials,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
         )
+    if kind == "cmaes":
+        with warnings.catch_warnings():  # experimental arguments, stable in practice
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.CmaEsSampler(
+                seed=seed,
+                n_startup_trials=startup_trials,
+                warn_independent_sampling=False,
+                independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            )
     if kind == "nsga2":
         # Feasibility comes from Trial.set_constraint (Optuna ≥ 5), set in ask().
         return optuna.samplers.NSGAIISampler(seed=seed)
@@ -35,12 +52,13 @@ def make_sampler(kind: str, seed: int, startup_trials: int) -> optuna.samplers.B
 
 
 class OptunaSearcher(Searcher):
-    """Per-layer ratios as Optuna float parameters, driven by ask/tell.
+    """The space's ratios (one per layer, or per group of layers) as Optuna float parameters,
+    driven by ask/tell.
 
     Args:
         ctx: the search context.
-        sampler: ``tpe`` (default; constant liar so parallel trials spread out), ``nsga2`` or
-            ``random``.
+        sampler: ``tpe`` (default; multivariate, constant liar so parallel trials spread out),
+            ``nsga2``, ``cmaes`` or ``random``.
         startup_trials: random trials before TPE starts modelling.
         warm_start: baseline searchers (``uniform``, ``global``) whose policies a new study
             evaluates first: the sampler then models from strong, feasible points, and the
@@ -84,14 +102,14 @@ class OptunaSearcher(Searcher):
 
         proposal = SEARCHERS.get(name)(self.ctx).ask()
         assert proposal is not None
-        ratios = proposal.policy.ratios
-        return {n: min(ratios.get(n, 0.0), self.ctx.max_ratio[n]) for n in self.ctx.layers}
+        return self.ctx.project(proposal.policy.ratios)
 
     def ask(self) -> Proposal | None:
         if self.study is None:
             raise RuntimeError("OptunaSearcher needs the run's study: call attach() first")
         trial = self.study.ask()
-        raw = {n: trial.suggest_float(n, 0.0, self.ctx.max_ratio[n]) for n in self.ctx.layers}
+        params = {d: trial.suggest_float(d, 0.0, self.ctx.dim_bound(d)) for d in self.ctx.dims}
+        raw = self.ctx.expand(params)
         meta = {"searcher": f"optuna-{self.kind}", "trial": trial.number}
         choices = self.ctx.round_to_choices
         round_to = int(trial.suggest_categorical("round_to", choices)) if choices else None
@@ -104,7 +122,7 @@ class OptunaSearcher(Searcher):
         over = violation(self.ctx.predictor.predict(policy), self.ctx.budget_ms)
         trial.set_constraint("latency_ms", over)
         trial.set_user_attr("owner", "sampler")
-        return Proposal(trial.number, policy, raw, handle=trial)
+        return Proposal(trial.number, policy, params, handle=trial)
 
     def tell(
         self, proposal: Proposal, result: EvalResult | None, error: str | None = None
