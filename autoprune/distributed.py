@@ -270,6 +270,7 @@ class _Driver:
             self.finish(job, "FAIL", None, error)
             return
         job.curve.append((result.steps, result.accuracy))
+        self.searcher.scored(job.proposal, job.rung, result)
         stop = self.ledger.report(job.proposal, result.accuracy, result.steps)
         if job.rung + 1 < len(self.rungs) and not stop:
             self.submit(_Job(job.proposal, job.rung + 1, job.started, job.curve))

@@ -157,6 +157,8 @@ class TrialLog:
             )
         else:
             rec["error"] = error or "failed"
+            if curve:  # the rungs it finished before failing
+                rec["curve"] = [list(p) for p in curve]
         with _no_interrupt():
             with self.path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")

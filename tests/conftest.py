@@ -86,10 +86,10 @@ class FakeEvaluator:
         self.calls += 1
         if self.calls == self.fail_on:
             raise MemoryError("simulated out of memory")
-        steps = steps or 1
+        steps = 1 if steps is None else steps  # 0: a screening rung, no fine-tune step
         weights = [1.0 / (i + 1) for i in range(len(self.layers))]
         loss = sum(w * policy.ratio(n) for w, n in zip(weights, self.layers, strict=True))
-        acc = 90 - 40 * loss / sum(weights) - 20 / math.sqrt(steps)
+        acc = 90 - 40 * loss / sum(weights) - 20 / math.sqrt(max(steps, 0.5))
         kept = self.predictor.kept(policy)
         return EvalResult(
             policy.to_dict(),

@@ -27,7 +27,7 @@ from autoprune.search.fidelity import Ledger, make_pruner
 from tests.conftest import FakeEvaluator
 
 FAST_AMC = AMCConfig(warmup_episodes=2, batch_size=8, net_arch=[16], gradient_steps=1)
-SINGLE = {"uniform", "global"}  # searchers with exactly one candidate
+SINGLE = {"uniform", "global", "lamp"}  # searchers with exactly one candidate
 
 
 class TestSearcherContract:

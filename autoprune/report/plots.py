@@ -60,8 +60,12 @@ def plot_curves(curves: Sequence[tuple[Sequence[Sequence[float]], str]], path: P
             label=None if state in seen else state.lower(),
         )
         seen.add(state)
-    ax.set_xscale("log")
-    ax.set_xlabel("fine-tune steps (fidelity rung)")
+    positive = [s for curve, _ in curves for s, _ in curve if s > 0]
+    if any(s == 0 for curve, _ in curves for s, _ in curve):  # a screening rung: no step yet
+        ax.set_xscale("symlog", linthresh=min(positive, default=1))
+    else:
+        ax.set_xscale("log")
+    ax.set_xlabel("fine-tune steps (fidelity rung; 0: screened, not fine-tuned)")
     ax.set_ylabel("validation top-1 (%)")
     ax.legend(fontsize=8)
     return _save(fig, path)

@@ -122,6 +122,13 @@ class Searcher(ABC):
         """Report a finished candidate (``result``: its score at the last fidelity it reached)
         or its failure (``error``)."""
 
+    def scored(  # noqa: B027 - optional hook
+        self, proposal: Proposal, rung: int, result: EvalResult
+    ) -> None:
+        """A candidate's score at fidelity rung ``rung`` arrived (before the pruner decides
+        whether it goes on); a searcher that learns from one comparable score per candidate
+        takes rung 0's, which every candidate reaches."""
+
     def resume(self, finished: list[dict[str, Any]]) -> None:  # noqa: B027 - optional hook
         """Restore state from the run's finished trial records (default: nothing to restore)."""
 

@@ -28,17 +28,17 @@ def make_sampler(kind: str, seed: int, startup_trials: int) -> optuna.samplers.B
     """The Optuna sampler ``kind`` names: multivariate TPE (the ratios interact through the
     budget, so they are modelled jointly; constant liar spreads parallel trials), NSGA-II,
     CMA-ES (a continuous space; random start-up trials first) or random."""
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            n_startup_trials=startup_trials,
-            multivariate=True,
-            group=True,
-            constant_liar=True,
-        )
-    if kind == "cmaes":
-        with warnings.catch_warnings():  # experimental arguments, stable in practice
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with warnings.catch_warnings():  # experimental arguments, stable in practice
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kind == "tpe":
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                n_startup_trials=startup_trials,
+                multivariate=True,
+                group=True,
+                constant_liar=True,
+            )
+        if kind == "cmaes":
             return optuna.samplers.CmaEsSampler(
                 seed=seed,
                 n_startup_trials=startup_trials,
@@ -119,8 +119,10 @@ class OptunaSearcher(Searcher):
             )
         else:
             policy = self.ctx.fit(raw, round_to, **meta)
-        over = violation(self.ctx.predictor.predict(policy), self.ctx.budget_ms)
-        trial.set_constraint("latency_ms", over)
+        if self.multi:  # NSGA-II's feasibility; fitted policies meet the budget by construction
+            trial.set_constraint(
+                "latency_ms", violation(self.ctx.predictor.predict(policy), self.ctx.budget_ms)
+            )
         trial.set_user_attr("owner", "sampler")
         return Proposal(trial.number, policy, params, handle=trial)
 

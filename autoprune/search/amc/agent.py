@@ -34,9 +34,12 @@ class AMCSearcher(Searcher):
     Each ``ask`` rolls out one episode: the first ``warmup_episodes`` with uniformly random
     actions, then the actor's action plus truncated-normal noise whose σ decays every episode.
     The episode's policy is moved onto the budget (:func:`fit_to_budget`, which keeps it
-    feasible), and the transitions are replayed with the evaluated ratios. ``tell`` gives every
-    step of the episode the final reward minus a moving-average baseline (as AMC does), adds the
-    episode to the replay buffer and trains. State survives in the run directory: actor/critic
+    feasible), and the transitions are replayed with the evaluated ratios. The episode's reward
+    is the candidate's score at the first fidelity rung, which every candidate reaches (later
+    rungs score on another scale, and only the best candidates reach them): every step of the
+    episode gets it minus a moving-average baseline (as AMC does), the episode joins the replay
+    buffer and the agent trains. With a screening rung (``fidelity.screen``) the agent thus
+    learns from hundreds of cheap episodes. State survives in the run directory: actor/critic
     weights (``weights_only`` tensors) and a JSON state; the replay buffer is rebuilt from the
     trial log, so nothing pickled is loaded on resume.
     """
@@ -78,6 +81,7 @@ class AMCSearcher(Searcher):
         self.baseline: float | None = None
         self.next_trial = 0
         self.pending: dict[int, list[Transition]] = {}
+        self.learned: set[int] = set()  # in flight, already rewarded at their first rung
 
     @classmethod
     def from_config(cls, ctx: SearchContext, cfg: Config) -> AMCSearcher:
@@ -155,13 +159,23 @@ class AMCSearcher(Searcher):
                 gradient_steps=self.cfg.gradient_steps, batch_size=self.cfg.batch_size
             )
 
+    def scored(self, proposal: Proposal, rung: int, result: EvalResult) -> None:
+        if rung == 0:
+            self._episode_done(proposal, result)
+
     def tell(
         self, proposal: Proposal, result: EvalResult | None, error: str | None = None
     ) -> None:
+        if proposal.trial not in self.learned:  # failed before its first rung: reward 0
+            self._episode_done(proposal, None)
+        self.learned.discard(proposal.trial)
+
+    def _episode_done(self, proposal: Proposal, result: EvalResult | None) -> None:
         transitions = self.pending.pop(proposal.trial, None) or self._replay(
             dict(proposal.policy.ratios)
         )
         self._learn(transitions, self._reward(result))
+        self.learned.add(proposal.trial)
         self._save()
 
     # -- persistence ----------------------------------------------------------------------
@@ -190,13 +204,14 @@ class AMCSearcher(Searcher):
         saved_baseline = state.get("baseline")
         for rec in finished:
             policy = PruningPolicy.from_dict(rec["policy"])
-            result = (  # PRUNED candidates are rewarded with their last rung's score
+            curve = rec.get("curve")
+            result = (  # every candidate is rewarded with its first rung's score
                 None
-                if rec["state"] == "FAIL"
+                if not curve
                 else EvalResult(
                     rec["policy"],
-                    rec["accuracy"],
-                    rec["predicted_ms"],
+                    curve[0][1],
+                    rec.get("predicted_ms", 0.0),
                     rec.get("macs", 0),
                     rec.get("params_count", 0),
                     rec.get("kept", {}),

@@ -1,0 +1,214 @@
+"""The cheap first rung and the spaces a search can win in: least-squares reconstruction of a
+pruned model, the screening rung and its pruner, grouped search spaces, CMA-ES and global LAMP."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import torch_pruning as tp
+
+from autoprune.config import Config, load_config
+from autoprune.data import load_cifar10
+from autoprune.distributed import LocalPool, run_search
+from autoprune.evaluate import Evaluator
+from autoprune.finetune import FinetuneConfig, accuracy
+from autoprune.models import build_model
+from autoprune.pipeline import fidelity_plan
+from autoprune.policy import PruningPolicy
+from autoprune.prunable import build_graph, discover, root_group
+from autoprune.pruning import apply_policy, channel_scores
+from autoprune.reconstruct import recalibrate_bn, reconstruct
+from autoprune.records import TrialLog
+from autoprune.search import make_searcher
+from autoprune.search.baselines import lamp
+from autoprune.search.fidelity import Ledger, RungPruner
+from autoprune.workspace import build_workspace
+from tests.conftest import FakeEvaluator, write_config
+
+SHAPE = (3, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    """The bundled pretrained ResNet-20, its layers, and a few hundred real bundled images."""
+    model = build_model("resnet20")
+    data = load_cifar10("bundled", val_size=300, train_limit=512)
+    return model, discover(model, SHAPE), data
+
+
+def test_pruning_records_which_channels_each_layer_kept(resnet20) -> None:
+    model, layers, _ = resnet20
+    policy = PruningPolicy("resnet20", {la.name: 0.5 for la in layers})
+    kept: dict[str, list[int]] = {}
+    pruned = apply_policy(model, policy, layers, SHAPE, kept=kept)
+    # The stem's input is the image: its kept rows are the dense rows it kept.
+    stem = kept["conv1"]
+    assert len(stem) == 8 and pruned.conv1.weight.shape[0] == 8
+    assert torch.equal(pruned.conv1.weight, model.conv1.weight[stem])
+    # A block's first conv lost outputs (its own group) and inputs (the stem's group).
+    name = "layer1.0.conv1"
+    dense = model.get_submodule(name).weight[kept[name]][:, stem]
+    assert torch.equal(pruned.get_submodule(name).weight, dense)
+    # Every conv whose outputs shrank is in the map, with the count it kept.
+    for n, m in pruned.named_modules():
+        if isinstance(m, torch.nn.Conv2d) and m.out_channels < model.get_submodule(n).out_channels:
+            assert len(kept[n]) == m.out_channels
+
+
+def test_reconstruction_recovers_much_of_what_pruning_took(resnet20) -> None:
+    """Least squares on 256 train images, no gradient step: far above the raw pruned model and
+    above batch-norm re-estimation, and each refitted layer reproduces the dense outputs better."""
+    model, layers, data = resnet20
+    policy = PruningPolicy("resnet20", {la.name: 0.4 for la in layers})
+    images = next(iter(data.train.batches(256)))[0]
+    raw = apply_policy(model, policy, layers, SHAPE)
+    bn = apply_policy(model, policy, layers, SHAPE)
+    recalibrate_bn(bn, images)
+    kept: dict[str, list[int]] = {}
+    fitted = apply_policy(model, policy, layers, SHAPE, kept=kept)
+    refitted = reconstruct(fitted, model, images, kept)
+    assert refitted == sum(1 for _ in _trainable_convs(model)) + 1  # every conv + the linear
+    acc = {k: accuracy(m, data.val) for k, m in (("raw", raw), ("bn", bn), ("ls", fitted))}
+    assert acc["ls"] > acc["bn"] + 5 and acc["ls"] > acc["raw"] + 20, acc
+    assert _logit_error(fitted, model, data) < 0.5 * _logit_error(raw, model, data)
+
+
+def _trainable_convs(model):
+    return (
+        m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad
+    )
+
+
+def _logit_error(pruned, dense, data) -> float:
+    x = next(iter(data.val.batches(128)))[0]
+    with torch.no_grad():
+        return float((pruned(x) - dense(x)).pow(2).mean())
+
+
+def test_evaluator_screens_with_no_fine_tune_step(tiny) -> None:
+    ev = Evaluator(
+        tiny.model, tiny.layers, SHAPE, tiny.data.train, tiny.data.val, tiny.predictor,
+        FinetuneConfig(steps=2, batch_size=16), recover="reconstruct", calibration_images=64,
+    )  # fmt: skip
+    policy = PruningPolicy("resnet8", {la.name: 0.5 for la in tiny.layers})
+    screened, tuned = ev(policy, 0, 0), ev(policy, 0, 2)
+    assert screened.steps == 0 and tuned.steps == 2
+    assert screened.accuracy == ev(policy, 0, 0).accuracy  # a pure function of its inputs
+    with pytest.raises(ValueError, match="recover"):
+        Evaluator(
+            tiny.model, tiny.layers, SHAPE, tiny.data.train, tiny.data.val, tiny.predictor,
+            recover="magic",
+        )  # fmt: skip
+
+
+def _study_with(values: dict[int, float], step: int = 0) -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    for v in values.values():
+        t = study.ask()
+        t.report(v, step)
+        study.tell(t, state=optuna.trial.TrialState.PRUNED)
+    return study
+
+
+def test_rung_pruner_keeps_the_best_share_of_each_rung() -> None:
+    pruner = RungPruner([0, 10, 30], [0.25, 0.5])
+    study = _study_with(dict(enumerate([50.0, 40.0, 30.0, 20.0, 10.0, 5.0, 2.0])))
+
+    def decide(value: float, step: int = 0) -> bool:
+        t = study.ask()
+        t.report(value, step)
+        frozen = study.get_trials(deepcopy=False)[-1]
+        study.tell(t, state=optuna.trial.TrialState.PRUNED)
+        return pruner.prune(study, frozen)
+
+    assert not decide(45.0)  # 2nd of 8: within the best quarter
+    assert decide(35.0)  # 4th of 9: not within floor(9 / 4) = 2
+    assert not decide(1.0, step=30)  # the last rung never prunes
+    lone = RungPruner([0, 10], [0.1])
+    study = _study_with({0: 1.0})
+    assert not lone.prune(study, study.trials[0])  # the best so far always goes on
+    with pytest.raises(ValueError):
+        RungPruner([0, 10, 30], [0.5])
+
+
+def test_screen_adds_a_rung_zero_with_its_own_keep_share(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path)).replace(
+        **{"fidelity.screen": True, "fidelity.screen_keep": 0.2, "fidelity.recover": "reconstruct"}
+    )
+    steps, pruner = fidelity_plan(cfg)
+    assert steps == [0, 1, 2] and isinstance(pruner, RungPruner)
+    assert pruner.keep == [0.2, 0.5]
+
+
+def test_screening_search_fine_tunes_only_the_best_screened(tiny, tmp_path: Path) -> None:
+    """A real search with a screening rung: every candidate is scored at step 0, and only about
+    the best share goes on to the fine-tune rungs."""
+    ctx = tiny.context(tmp_path)
+    searcher = make_searcher("random", ctx, Config())
+    log = TrialLog(tmp_path, searcher.name)
+    rungs = [0, 2, 4]
+    ledger = Ledger(f"sqlite:///{tmp_path / 'study.db'}", RungPruner(rungs, [0.25, 0.5]))
+    fake = FakeEvaluator(tiny.predictor, [la.name for la in tiny.layers])
+    run_search(searcher, LocalPool(fake), log, 16, ledger=ledger, rungs=rungs)
+    curves = [r["curve"] for r in log.records]
+    assert len(curves) == 16 and all(c[0][0] == 0 for c in curves)
+    went_on = sum(len(c) > 1 for c in curves)
+    assert 1 <= went_on <= 16 * 0.25 + 3  # the early ones may go on while few are scored
+
+
+def test_stage_space_groups_layers_by_resolution_and_coupling(tmp_path: Path) -> None:
+    ws = build_workspace(load_config(write_config(tmp_path, **{"search.space": "stage"})))
+    groups = ws.space_groups()
+    assert sorted(groups) == sorted(
+        ["32x32", "32x32-coupled", "16x16", "16x16-coupled", "8x8", "8x8-coupled"]
+    )
+    assert groups["32x32-coupled"] == ["conv1"] and len(groups["8x8"]) == 3
+    assert sorted(n for names in groups.values() for n in names) == sorted(ws.layer_names)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "cmaes"])
+def test_grouped_search_proposes_one_ratio_per_group(tiny, tmp_path: Path, sampler) -> None:
+    base = tiny.context(tmp_path)
+    names = base.layers
+    groups = {"early": names[: len(names) // 2], "late": names[len(names) // 2 :]}
+    ctx = dataclasses.replace(base, groups=groups)
+    cfg = Config().replace(**{"search.sampler": sampler, "search.startup_trials": 2})
+    for name in ("optuna", "random"):
+        run = tmp_path / f"{name}-{sampler}"
+        run.mkdir()
+        ctx = dataclasses.replace(ctx, run_dir=run)
+        searcher = make_searcher(name, ctx, cfg)
+        log = TrialLog(run, searcher.name)
+        ledger = Ledger(f"sqlite:///{run / 'study.db'}", optuna.pruners.NopPruner())
+        fake = FakeEvaluator(tiny.predictor, names)
+        summary = run_search(searcher, LocalPool(fake), log, 6, ledger=ledger, rungs=[2])
+        assert summary.finished == 6
+        for rec in log.records:
+            ratios = rec["policy"]["ratios"]
+            for members in groups.values():
+                assert len({round(ratios[n], 9) for n in members}) == 1, (name, ratios)
+            assert rec["predicted_ms"] <= ctx.budget_ms + 1e-9
+
+
+def test_lamp_is_torch_prunings_lamp_importance(resnet20) -> None:
+    """LAMP from the stored (mean-normalized) channel magnitudes equals Torch-Pruning's own."""
+    model, layers, _ = resnet20
+    ours = channel_scores(model, layers, SHAPE)
+    dg = build_graph(model, SHAPE)
+    imp = tp.importance.LAMPImportance(p=2)
+    for la in layers[:4]:
+        theirs = imp(root_group(dg, model.get_submodule(la.name), list(range(la.channels))))
+        assert np.allclose(lamp(np.asarray(ours[la.name])), theirs.numpy(), rtol=1e-4)
+
+
+def test_global_lamp_and_magnitude_meet_the_budget_differently(tiny, tmp_path: Path) -> None:
+    ctx = tiny.context(tmp_path)
+    policies = {n: make_searcher(n, ctx, Config()).ask().policy for n in ("global", "lamp")}
+    for p in policies.values():
+        assert tiny.predictor.predict(p) <= ctx.budget_ms + 1e-9
+    assert policies["global"].ratios != policies["lamp"].ratios
