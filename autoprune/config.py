@@ -120,21 +120,20 @@ class FidelityConfig:
     ``1 / reduction_factor`` of a rung go on. ``min_steps: null`` = one rung of
     ``short_finetune.steps``.
 
-    ``recover`` repairs each pruned candidate before it is fine-tuned or scored: ``none``,
-    ``bn`` (batch-norm statistics re-estimated on ``calibration_images`` train images) or
-    ``reconstruct`` (every layer refitted to the dense model's outputs by least squares on
-    them, :mod:`autoprune.reconstruct`). ``screen`` adds a rung 0 that scores the repaired
-    candidate with no fine-tune step, after which only the best ``screen_keep`` share goes on
-    to the fine-tune rungs: a search can then screen many more candidates."""
+    ``screen`` adds a rung 0 that repairs each pruned candidate without a gradient step and
+    scores it: ``bn`` re-estimates batch-norm statistics on ``calibration_images`` train images,
+    ``reconstruct`` refits every layer to the dense model's outputs by least squares on them
+    (:mod:`autoprune.reconstruct`); only the best ``screen_keep`` share of the screened
+    candidates goes on to the fine-tune rungs (which start from the plain pruned model, as the
+    final fine-tune does), so a search can screen many more candidates."""
 
     min_steps: int | None = None
     rungs: int = 3
     reduction_factor: int = 3
     pruner: str = "successive_halving"  # successive_halving | hyperband | none
-    recover: str = "none"  # none | bn | reconstruct
-    calibration_images: int = 256
-    screen: bool = False
+    screen: str = "none"  # none | bn | reconstruct
     screen_keep: float = 0.1
+    calibration_images: int = 256
 
     def steps(self, single: int) -> list[int]:
         from autoprune.search.fidelity import rung_steps
@@ -144,12 +143,12 @@ class FidelityConfig:
             if self.min_steps is None
             else rung_steps(self.min_steps, self.rungs, self.reduction_factor)
         )
-        return [0, *steps] if self.screen else steps
+        return [0, *steps] if self.screen != "none" else steps
 
     def keep(self) -> list[float]:
         """The share of each rung's candidates that go on to the next rung."""
         fine = [1 / self.reduction_factor] * (self.rungs - 1 if self.min_steps else 0)
-        return [self.screen_keep, *fine] if self.screen else fine
+        return [self.screen_keep, *fine] if self.screen != "none" else fine
 
 
 @dataclass(frozen=True)
@@ -368,7 +367,7 @@ def _validate(cfg: Config) -> None:
         "amc.algorithm": (cfg.amc.algorithm, ("ddpg", "td3")),
         "amc.reward": (cfg.amc.reward, ("acc", "error_log_cost")),
         "fidelity.pruner": (cfg.fidelity.pruner, PRUNERS),
-        "fidelity.recover": (cfg.fidelity.recover, RECOVERIES),
+        "fidelity.screen": (cfg.fidelity.screen, RECOVERIES),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

@@ -49,9 +49,11 @@ class Evaluator:
             its logits cached per train image when the recipe says ``cached``).
         device: where the pruned copy is fine-tuned and scored (``cuda`` in a Ray task with a
             GPU is the GPU Ray assigned); the dense model stays where it is.
-        recover: how a pruned copy is repaired before its fine-tune: ``none``, ``bn`` (batch
-            norm re-estimated) or ``reconstruct`` (layers refitted to the dense model by least
-            squares, :func:`autoprune.reconstruct.reconstruct`).
+        recover: how a pruned copy is repaired before it is fine-tuned and scored: ``none``,
+            ``bn`` (batch norm re-estimated) or ``reconstruct`` (layers refitted to the dense
+            model by least squares, :func:`autoprune.reconstruct.reconstruct`).
+        screen: the repair of a screening call (``steps=0``, no fine-tune step), in place of
+            ``recover`` (``none``: ``recover``'s).
         calibration_images: train images (a fixed, seeded sample, not augmented) the repair
             uses.
     """
@@ -71,10 +73,12 @@ class Evaluator:
         teacher: Teacher | None = None,
         device: str = "cpu",
         recover: str = "none",
+        screen: str = "none",
         calibration_images: int = 256,
     ) -> None:
-        if recover not in RECOVERIES:
-            raise ValueError(f"recover is {recover!r}; choose one of {', '.join(RECOVERIES)}")
+        for what, value in (("recover", recover), ("screen", screen)):
+            if value not in RECOVERIES:
+                raise ValueError(f"{what} is {value!r}; choose one of {', '.join(RECOVERIES)}")
         self.model = model.eval()
         self.layers = layers
         self.input_shape = tuple(input_shape)
@@ -85,7 +89,7 @@ class Evaluator:
         self.threads = threads
         self.eval_batch_size = eval_batch_size
         self.device = device
-        self.recover = recover
+        self.recover, self.screen = recover, screen
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
         self.calibration = pick[: min(calibration_images, len(train))]
         if teacher is None and finetune_cfg.distill > 0:
@@ -107,17 +111,17 @@ class Evaluator:
         twin.__dict__.update(self.__dict__, threads=threads)
         return twin
 
-    def prune(self, policy: PruningPolicy) -> nn.Module:
-        """Pruned copy, repaired as ``recover`` says; magnitude masks stay attached so
-        fine-tuning keeps the zeros."""
+    def prune(self, policy: PruningPolicy, repair: str = "none") -> nn.Module:
+        """Pruned copy, repaired as ``repair`` says (see ``recover``); magnitude masks stay
+        attached so fine-tuning keeps the zeros."""
         kept: dict[str, list[int]] = {}
         pruned = apply_policy(
             self.model, policy, self.layers, self.input_shape, permanent=False, kept=kept
         )
-        if self.recover != "none":
+        if repair != "none":
             split = self.train
             images = normalize(split.x[self.calibration], split.mean, split.std)
-            if self.recover == "bn":
+            if repair == "bn":
                 recalibrate_bn(pruned, images)
             else:
                 reconstruct(pruned, self.model, images, kept)
@@ -138,7 +142,8 @@ class Evaluator:
     def _evaluate(self, policy: PruningPolicy, seed: int, steps: int) -> EvalResult:
         t0 = time.perf_counter()
         try:
-            pruned = self.prune(policy).to(self.device)
+            repair = self.screen if steps == 0 and self.screen != "none" else self.recover
+            pruned = self.prune(policy, repair).to(self.device)
         except Exception as e:
             raise EvaluationError(f"pruning failed: {e}") from e
         cfg = self.finetune_cfg

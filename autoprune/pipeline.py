@@ -94,7 +94,7 @@ def fidelity_plan(cfg: Config) -> tuple[list[int | None], Any]:
     if cfg.search.searcher == "optuna" and cfg.search.sampler == "nsga2":
         steps = steps[-1:]
     fid = cfg.fidelity
-    keep = fid.keep() if fid.screen and len(steps) > 1 else None
+    keep = fid.keep() if fid.screen != "none" and len(steps) > 1 else None
     rungs = [int(s) for s in steps] if keep else [s or 1 for s in steps]
     pruner = make_pruner(fid.pruner, rungs, fid.reduction_factor, keep)
     return steps, pruner

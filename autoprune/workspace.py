@@ -214,7 +214,7 @@ class Workspace:
             eval_batch_size=self.config.eval_batch_size,
             teacher=teacher,
             device=self.compute,
-            recover=self.config.fidelity.recover,
+            screen=self.config.fidelity.screen,
             calibration_images=self.config.fidelity.calibration_images,
         )
 
