@@ -18,6 +18,7 @@ LABEL = {
     "random": "random feasible, best of N",
     "uniform": "uniform ratio",
     "global": "Torch-Pruning global magnitude",
+    "lamp": "Torch-Pruning global LAMP",
 }
 HELD_OUT = ("test", "holdout")  # never seen by the search; "all" = both together
 
@@ -40,20 +41,22 @@ def diff_cell(values: tuple[float, float, float]) -> str:
     return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]{mark}"
 
 
-def best_baseline(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+def best_baseline(
+    rows: list[dict[str, Any]], baselines: tuple[str, ...] = BASELINES
+) -> dict[str, Any] | None:
     """The baseline with the best mean accuracy on all held-out images."""
-    base = [r for r in rows if r["method"] in BASELINES]
+    base = [r for r in rows if r["method"] in baselines]
     return max(base, key=lambda r: correct(r["finals"], "all").mean(), default=None)
 
 
 def held_out_cells(
-    rows: list[dict[str, Any]], dense: dict[str, Any]
+    rows: list[dict[str, Any]], dense: dict[str, Any], baselines: tuple[str, ...] = BASELINES
 ) -> Iterator[tuple[dict[str, Any], list[str]]]:
     """Per row, budget by budget: budget, method, seeds, exact test, holdout and all held-out
     accuracy (95 % intervals), the paired Δ to the budget's best baseline, and the test drop."""
     for budget in dict.fromkeys(r["budget"] for r in rows):
         these = [r for r in rows if r["budget"] == budget]
-        ref = best_baseline(these)
+        ref = best_baseline(these, baselines)
         for r in these:
             f = r["finals"]
             diff = (
@@ -110,11 +113,13 @@ def table_share(row: dict[str, Any]) -> str:
     return f"{row['predicted_ms'] / row['predicted_dense_ms']:.1%}"
 
 
-def budget_table(held: Cells, dense: dict[str, Any]) -> list[str]:
+def budget_table(
+    held: Cells, dense: dict[str, Any], baselines: tuple[str, ...] = BASELINES
+) -> list[str]:
     """One budget's rows in full: proxy and validation scores, the held-out cells, latency,
     throughput and wall times."""
     rows = [r for r, _ in held]
-    ref = best_baseline(rows)
+    ref = best_baseline(rows, baselines)
     md = [
         "| method | proxy val | val | test (exact 1,017) | holdout | all held-out | "
         f"Δ all vs {ref['method'] if ref else 'baseline'} (paired) | measured ÷ budget | "
@@ -182,10 +187,72 @@ def _seeds(out: dict[str, Any]) -> str:
     return f"seeds {base} (rows whose *seeds* column says more: also {more})"
 
 
+def _search_text(out: dict[str, Any]) -> str:
+    """How candidates were proposed and scored (the fidelity rungs, and a screening rung)."""
+    cfg, s = out["config"], out["settings"]
+    fid, ft = cfg["fidelity"], cfg["short_finetune"]
+    rules = [LABEL[m] for m in ("uniform", "global", "lamp") if m in s.get("methods", [])]
+    screen = fid.get("screen", "none")
+    amc = "; AMC in a space of one ratio per layer" if screen != "none" else ""
+    text = (
+        f"Each method proposes {s['trials']} candidates "
+        f"({', '.join(rules) or 'uniform and global magnitude'}: one{amc}). "
+    )
+    fine = (
+        f"fine-tuned {fid['min_steps']} steps (batch {ft['batch_size']}, lr {ft['lr']}, "
+        f"distillation {ft['distill']}) and scored on validation"
+    )
+    if screen != "none":
+        space = cfg["search"].get("space", "layer")
+        return text + (
+            f"Searchers draw in the `{space}` space. Every candidate is pruned, repaired by "
+            + ("least-squares reconstruction" if screen == "reconstruct" else "batch-norm")
+            + f" on {fid['calibration_images']} train images and scored on validation with no "
+            f"fine-tune step (the screen); the best {fid['screen_keep']:.0%} go on: pruned again, "
+            + fine
+            + f"; the best 1/{fid['reduction_factor']} of those go on to "
+            f"{fid['reduction_factor']}× longer fine-tunes, {fid['rungs']} fine-tune rungs. "
+        )
+    return text + (
+        f"Every candidate is pruned, {fine}; Optuna's {fid['pruner'].replace('_', ' ')} pruner "
+        f"lets the best 1/{fid['reduction_factor']} go on to {fid['reduction_factor']}× longer "
+        f"fine-tunes, {fid['rungs']} rungs in all. "
+    )
+
+
+def _preregistered(out: dict[str, Any], held: Cells, baselines: tuple[str, ...]) -> list[str]:
+    """The claim as pre-registered (before any final ran) and what came out of it, budget by
+    budget: the primary method against the best of the baselines, paired on all held-out images."""
+    pre = out["settings"].get("preregistered")
+    if not pre:
+        return []
+    md = ["## Pre-registered claim", "", pre["text"], ""]
+    for budget in dict.fromkeys(r["budget"] for r, _ in held):
+        rows = [r for r, _ in held if r["budget"] == budget]
+        ref = best_baseline(rows, baselines)
+        primary = next((r for r in rows if r["method"] == pre["primary"]), None)
+        if ref is None or primary is None:
+            md.append(f"- {float(budget):.0%}: not decided yet (rows missing).")
+            continue
+        seeds = min(len(primary["finals"]), len(ref["finals"]))
+        mean, lo, hi = paired_diff(
+            correct(primary["finals"], "all"), correct(ref["finals"], "all")
+        )
+        verdict = "holds" if lo > 0 else ("fails: the rule wins" if hi < 0 else "does not hold")
+        want = len(pre["seeds"])
+        done = "" if seeds >= want else f" (provisional: {seeds} of {want} seeds)"
+        md.append(
+            f"- {float(budget):.0%}: {LABEL[pre['primary']]} − {LABEL[ref['method']]} (the best "
+            f"rule) = {mean:+.2f} [{lo:+.2f}, {hi:+.2f}] points on all held-out images: "
+            f"the claim {verdict}{done}."
+        )
+    return [*md, ""]
+
+
 def markdown(out: dict[str, Any]) -> str:
     prov, cfg, data, dense = out["provenance"], out["config"], out["data"], out["dense"]
     rows, s = out["rows"], out["settings"]
-    ft, fid = cfg["final_finetune"], cfg["fidelity"]
+    ft = cfg["final_finetune"]
     md = [
         f"# Benchmark `{out['name']}`: {cfg['model']} on CIFAR-10 ({data['source']})",
         "",
@@ -204,13 +271,8 @@ def markdown(out: dict[str, Any]) -> str:
         + ". Validation is the search reward and the early-stop signal; test and holdout are "
         "read only for this table.",
         "",
-        f"Each method proposes {s['trials']} candidates (uniform and global magnitude: one). "
-        f"Every candidate is pruned, fine-tuned {fid['min_steps']} steps (batch "
-        f"{cfg['short_finetune']['batch_size']}, lr {cfg['short_finetune']['lr']}, distillation "
-        f"{cfg['short_finetune']['distill']}) and scored on validation; Optuna's "
-        f"{fid['pruner'].replace('_', ' ')} pruner lets the best 1/{fid['reduction_factor']} go "
-        f"on to {fid['reduction_factor']}× longer fine-tunes, {fid['rungs']} rungs in all. "
-        "*Proxy val* is the chosen candidate's score at the last rung. Its policy is fitted to "
+        _search_text(out)
+        + "*Proxy val* is the chosen candidate's score at the last rung. Its policy is fitted to "
         "the budget as measured beside the dense model, then fine-tuned with the final recipe "
         f"({_epochs(out)} epochs, batch {ft['batch_size']}, lr {ft['lr']}, distillation "
         f"{ft['distill']}, {_early_stop(out)}) with {_seeds(out)}. Accuracies are the "
@@ -232,11 +294,17 @@ def markdown(out: dict[str, Any]) -> str:
         ),
         "",
     ]
-    held = list(held_out_cells(rows, dense))  # the bootstraps, once for both tables
-    md += ["## Summary", "", *summary_table(held), ""]
+    baselines = tuple(s.get("baselines", BASELINES))
+    held = list(held_out_cells(rows, dense, baselines))  # the bootstraps, once for all tables
+    md += [*_preregistered(out, held, baselines), "## Summary", "", *summary_table(held), ""]
     for budget in dict.fromkeys(r["budget"] for r in rows):
         these = [(r, cells) for r, cells in held if r["budget"] == budget]
-        md += [f"## {float(budget):.0%} of dense latency", "", *budget_table(these, dense), ""]
+        md += [
+            f"## {float(budget):.0%} of dense latency",
+            "",
+            *budget_table(these, dense, baselines),
+            "",
+        ]
     md += [
         "## Every run",
         "",
