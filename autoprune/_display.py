@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from autoprune.records import rule_verdict
+
 out = Console(highlight=False, emoji=False, log_path=False)
 err = Console(stderr=True, highlight=False, emoji=False)
 
@@ -77,6 +79,9 @@ def print_summary(summary: Any, run_dir: Path) -> None:
             f"best: trial {best['trial']}, validation top-1 {best['accuracy']:.2f} %, "
             f"predicted {best['predicted_ms']:.3f} ms → {run_dir / 'best_policy.json'}"
         )
+    verdict = rule_verdict(summary.records)
+    if verdict is not None:
+        out.print(verdict)
     if summary.interrupted:
         raise typer.Exit(130)
 

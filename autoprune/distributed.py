@@ -8,7 +8,7 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autoprune.evaluate import Evaluator
@@ -201,6 +201,7 @@ class SearchSummary:
     best: dict[str, Any] | None
     seconds: float
     interrupted: bool = False
+    records: list[dict[str, Any]] = field(default_factory=list)  # every finished candidate
 
 
 @dataclass
@@ -330,7 +331,7 @@ def run_search(
         searcher.close()
     failed = sum(r["state"] == "FAIL" for r in log.records)
     return SearchSummary(
-        len(log.records), failed, log.best, time.perf_counter() - start, interrupted
+        len(log.records), failed, log.best, time.perf_counter() - start, interrupted, log.records
     )
 
 

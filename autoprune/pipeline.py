@@ -95,7 +95,7 @@ def fidelity_plan(cfg: Config) -> tuple[list[int | None], Any]:
         steps = steps[-1:]
     fid = cfg.fidelity
     keep = fid.keep() if fid.screen != "none" and len(steps) > 1 else None
-    rungs = [int(s) for s in steps] if keep else [s or 1 for s in steps]
+    rungs = [s or 0 for s in steps] if keep else [s or 1 for s in steps]
     pruner = make_pruner(fid.pruner, rungs, fid.reduction_factor, keep)
     return steps, pruner
 

@@ -23,7 +23,7 @@ from torch import nn
 Kept = Mapping[str, Sequence[int]]  # dense layer name → output channels the pruned model kept
 
 
-def _fittable(module: nn.Module) -> bool:
+def _fittable(module: nn.Module | None) -> bool:
     """Dense conv (not grouped) or linear layers with trainable, unmasked weights (the frozen
     channel selections of the CIFAR ResNets' shortcuts and magnitude-masked layers are left as
     they are)."""
@@ -40,7 +40,9 @@ def _rows(x: torch.Tensor, module: nn.Module, where: torch.Tensor | None) -> tor
     if isinstance(module, nn.Linear):
         return x.reshape(-1, x.shape[-1])
     assert isinstance(module, nn.Conv2d) and where is not None
-    cols = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
+    padding = module.padding
+    assert not isinstance(padding, str)  # "same"/"valid" convs are resolved by torch already
+    cols = F.unfold(x, module.kernel_size, module.dilation, padding, module.stride)
     picked = cols.gather(2, where[:, None, :].expand(-1, cols.shape[1], -1))
     return picked.transpose(1, 2).reshape(-1, cols.shape[1])
 
@@ -124,11 +126,12 @@ def reconstruct(
 
     def refit(name: str):
         def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
-            x = _rows(inp[0], mod, where[name])
-            w, b = _solve(x, targets[name], mod.weight, mod.bias, ridge)
-            mod.weight.copy_(w.reshape(mod.weight.shape).to(mod.weight.dtype))
-            if b is not None:
-                mod.bias.copy_(b.to(mod.bias.dtype))
+            assert isinstance(mod, (nn.Conv2d, nn.Linear))
+            weight, bias = mod.weight, mod.bias
+            w, b = _solve(_rows(inp[0], mod, where[name]), targets[name], weight, bias, ridge)
+            weight.copy_(w.reshape(weight.shape).to(weight.dtype))
+            if b is not None and bias is not None:
+                bias.copy_(b.to(bias.dtype))
 
         return hook
 

@@ -70,7 +70,7 @@ from benchmarks._common import (
 )
 from benchmarks._stats import pack
 
-METHODS = ["optuna", "amc", "random", "uniform", "global"]
+METHODS = ["optuna", "amc", "random", "uniform", "global", "lamp"]
 CPU_V2: dict[str, Any] = {
     "config": "search_spaces/resnet20_cifar10_full.yaml",
     "budgets": ["0.7", "0.5"],
@@ -84,18 +84,38 @@ CPU_V2: dict[str, Any] = {
 }
 SUITES: dict[str, dict[str, Any]] = {
     "cpu-v2": CPU_V2,
-    # Benchmark v3: ResNet-56 at low budgets, every method fitted in the same timing rounds,
-    # whole-schedule finals (results/cpu-v3.md states the pre-registered claim).
+    # Benchmark v3: ResNet-56 at low budgets, searches screening 300 candidates each by
+    # least-squares reconstruction (the YAML), every method fitted in the same timing rounds,
+    # whole-schedule finals. The claim below was fixed before any final ran.
     "cpu-v3": {
         "config": "search_spaces/resnet56_cifar10_full.yaml",
         "budgets": ["0.5", "0.35"],
         "seeds": [0, 1, 2],
-        "trials": 24,
+        "trials": 300,
         "fit": "joint",
+        "methods": METHODS,
+        "baselines": ["uniform", "global", "lamp"],
+        "preregistered": {
+            "primary": "optuna",
+            "seeds": [0, 1, 2],
+            "text": (
+                "Fixed on 2026-12-04 before any final fine-tune ran. At each budget (50 % and "
+                "35 % of the dense model's batch-1 latency, 1 thread), autoprune's default "
+                "search (multivariate TPE over the stage space, candidates screened by "
+                "least-squares reconstruction) is compared with the best hand-made rule: "
+                "whichever of uniform ratio, Torch-Pruning global magnitude and global LAMP "
+                "scores the highest mean accuracy on all 6,017 held-out images (exact test "
+                "1,017 + holdout 5,000). Each of these four runs final seeds 0, 1 and 2 with "
+                "the same whole-schedule recipe, all policies fitted to the measured budget in "
+                "the same timing rounds. Test: the paired difference TPE − best rule on those "
+                "images, with a 95 % bootstrap interval resampling images and seeds. The claim "
+                "'the search beats hand-made rules' holds at a budget when the interval lies "
+                "above zero, and holds overall if it holds at one budget or more. AMC and "
+                "random best-of-N (same screen and number of candidates; seeds 0 and 1) are "
+                "reported beside, not part of the test. Whatever comes out is reported."
+            ),
+        },
     },
-    # cpu-v2 again with every method's search-best policy fitted in the same timing rounds
-    # (``fit: joint``), so all rows get the same measured latency; cpu-v2's searches are reused.
-    "cpu-v2-matched": {**CPU_V2, "search_from": "cpu-v2", "fit": "joint"},
     "smoke": {
         "config": "search_spaces/resnet20_cifar10.yaml",
         "budgets": ["0.7"],

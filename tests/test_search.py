@@ -11,7 +11,7 @@ from autoprune.distributed import LocalPool, run_search
 from autoprune.errors import RunLockedError
 from autoprune.evaluate import Evaluator
 from autoprune.policy import PruningPolicy
-from autoprune.records import RunLock, TrialLog
+from autoprune.records import RunLock, TrialLog, rule_verdict
 from autoprune.search import make_searcher
 from autoprune.search.fidelity import Ledger, make_pruner
 from tests.conftest import FakeEvaluator
@@ -155,6 +155,14 @@ def test_optuna_starts_from_the_baselines_policies(tiny, tmp_path: Path) -> None
         got, want = rec["policy"]["ratios"], baseline.policy.ratios  # moved onto the budget
         assert max(abs(got[n] - want[n]) for n in want) < 0.05, (name, got, want)
         assert rec["predicted_ms"] <= ctx.budget_ms + 1e-9
+        assert rec["policy"]["metadata"]["warm_start"] == name
+    # The closing line names the rule when it won, else the search's margin over it.
+    verdict = rule_verdict(log.records)
+    best = max(log.records, key=lambda r: r["accuracy"])
+    rule = best["policy"]["metadata"].get("warm_start")
+    assert verdict is not None and (
+        f"the {rule} rule's policy" in verdict if rule else "beat" in verdict
+    )
     # a resumed study does not queue them again
     again = make_searcher("optuna", ctx, Config())
     run_search(again, LocalPool(fake), log, 6, ledger=_ledger(tmp_path))

@@ -111,6 +111,8 @@ class OptunaSearcher(Searcher):
         params = {d: trial.suggest_float(d, 0.0, self.ctx.dim_bound(d)) for d in self.ctx.dims}
         raw = self.ctx.expand(params)
         meta = {"searcher": f"optuna-{self.kind}", "trial": trial.number}
+        if "warm_start" in trial.user_attrs:  # a baseline's policy, evaluated first
+            meta["warm_start"] = trial.user_attrs["warm_start"]
         choices = self.ctx.round_to_choices
         round_to = int(trial.suggest_categorical("round_to", choices)) if choices else None
         if self.multi:
