@@ -49,11 +49,12 @@ def on_device(model: nn.Module, device: str | torch.device) -> nn.Module:
 
 
 def autocast(device: torch.device, enabled: bool) -> AbstractContextManager[object]:
-    """Mixed precision for the forward pass: float16 on CUDA, bfloat16 on the CPU."""
+    """Mixed precision for the forward pass: bfloat16 (no loss scaling needed), or float16 on a
+    GPU without bfloat16."""
     if not enabled:
         return nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
+    fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return torch.autocast(device.type, dtype=torch.float16 if fp16 else torch.bfloat16)
 
 
 def free_cuda_memory() -> None:

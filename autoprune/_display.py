@@ -159,14 +159,30 @@ def print_sensitivity(res: Any, out_dir: Path, max_drop: float) -> None:
 
 
 def print_profile(prof: Any, path: Path) -> None:
-    """Where a measured profile went and what it says."""
+    """Where a measured profile went and what it says: the calibrated dense and maximal-pruning
+    latency (timed interleaved with the calibration's pruned models), what pruning can reach,
+    the fast channel multiple, and the dense model timed alone at each batch of the sweep."""
+    from autoprune.hardware.profile import reachable_lines
+
     cal = prof.calibration
     out.print(
-        f"profile written to [bold]{path}[/]\n  device {escape(prof.device_name)} "
-        f"({prof.device}, {prof.threads} thread(s), batch {prof.batch}, {prof.runtime})\n"
-        f"  dense {prof.dense_ms:.3f} ms, maximal pruning {prof.min_ms:.3f} ms; calibration "
-        f"fit error {100 * cal['fit_median_rel_err']:.1f} % (median over {cal['policies']})"
+        f"profile written to [bold]{escape(str(path))}[/]\n  device "
+        f"{escape(prof.device_name)} ({escape(prof.spec.describe())})\n"
+        f"  dense {prof.dense_ms:.3f} ms, maximal pruning {prof.min_ms:.3f} ms (timed "
+        f"interleaved with {cal['policies']} calibration models); calibration fit error "
+        f"{100 * cal['fit_median_rel_err']:.1f} % (median)"
     )
+    for line in reachable_lines(prof):
+        (err if line.startswith("warning") else out).print(f"  {escape(line)}")
+    if prof.channel_period:
+        out.print(
+            f"  channel counts run fastest in multiples of {prof.channel_period} here "
+            "(`round_to: auto` uses it)"
+            if prof.channel_period > 1
+            else "  no channel multiple runs faster here (`round_to: auto` keeps 1)"
+        )
+    if prof.throughput:
+        out.print("  dense model timed alone at each batch (throughput sweep):")
     for row in prof.throughput:
         out.print(
             f"  batch {row['batch']:>4}: {row['ms']:.3f} ms, {row['images_per_s']:.0f} img/s, "

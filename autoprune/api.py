@@ -34,13 +34,17 @@ def profile(
     min_time_s: float = 0.5,
     sweep: Sequence[int] = (1, 16, 64),
     progress: Progress | None = None,
+    channel_sweep: bool = True,
 ) -> tuple[HardwareProfile, Path]:
     """Measure the latency table of ``cfg``'s model on its device and save it (default: this
-    processor's file in ``hardware_profiles/``); returns the profile and where it went."""
+    processor's file in ``hardware_profiles/``); returns the profile and where it went.
+    ``channel_sweep`` also finds the device's fast channel multiple (``round_to: auto``)."""
     if any(b < 1 for b in sweep):
         raise ConfigError(f"sweep batch sizes must be at least 1, got {list(sweep)}")
     ws = build_workspace(cfg)
-    measured = ws.measure_profile(progress=progress, min_time_s=min_time_s, sweep=list(sweep))
+    measured = ws.measure_profile(
+        progress=progress, min_time_s=min_time_s, sweep=list(sweep), channel_sweep=channel_sweep
+    )
     path = Path(out) if out else ws.profile_path()
     measured.save(path)
     return measured, path

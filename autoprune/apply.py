@@ -388,10 +388,12 @@ def apply(
     force: bool = False,
     fit_device: bool = True,
     progress: Progress | None = None,
+    profile: str | Path | None = None,
 ) -> ExportReport:
     """Apply a search's best policy (``target`` = its run directory; the run's config and
     budget) or a policy JSON (``config`` or the default config) and write it into ``out``
-    (default ``RUN/final``, or ``final`` beside the policy file)."""
+    (default ``RUN/final``, or ``final`` beside the policy file); ``profile`` names the
+    hardware profile (default: the config's)."""
     from autoprune.config import DEFAULT_CONFIG, load_config
     from autoprune.pipeline import best_policy_path, ensure_profile, load_run
     from autoprune.workspace import build_workspace
@@ -406,10 +408,10 @@ def apply(
         policy_path, out_dir = best_policy_path(target), Path(out or target / "final")
         budget = info["budget"]
     policy = PruningPolicy.load(policy_path)
-    ws = build_workspace(cfg)
-    profile, _, _ = ensure_profile(ws, force=force)
+    ws = build_workspace(cfg if profile is None else cfg.replace(profile=str(profile)))
+    prof, _, _ = ensure_profile(ws, force=force)
     return apply_and_export(
-        ws, policy, profile, out_dir, budget=budget, finetune_final=finetune,
+        ws, policy, prof, out_dir, budget=budget, finetune_final=finetune,
         progress=progress, fit_device=fit_device,
     )  # fmt: skip
 

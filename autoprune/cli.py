@@ -72,6 +72,36 @@ ConfigOpt = typer.Option(
     "-c",
     help="Search-space YAML (default: search_spaces/resnet20_cifar10.yaml).",
 )
+# The device spec: what deployment runs, so what is timed and budgeted (YAML `device:`). Every
+# command that times takes the same flags, and a profile recorded for another spec is refused.
+DeviceOpt = typer.Option(None, help="Latency device: cpu or cuda[:N].")
+ThreadsOpt = typer.Option(None, help="CPU threads to time with.")
+BatchOpt = typer.Option(None, help="Batch size to time.")
+RuntimeOpt = typer.Option(
+    None, help="Latency backend: torch | cuda-graphs | torch-compile | onnxruntime | tensorrt."
+)
+DtypeOpt = typer.Option(None, help="Precision timed: float32 | float16 | bfloat16.")
+ChannelsLastOpt = typer.Option(
+    None, "--channels-last/--contiguous", help="Memory format timed (default: the config's)."
+)
+ProfileOpt = typer.Option(None, "--profile", help="The hardware profile JSON to use.")
+
+
+def _spec(
+    device: str | None = None,
+    threads: int | None = None,
+    batch: int | None = None,
+    runtime: str | None = None,
+    dtype: str | None = None,
+    channels_last: bool | None = None,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """Config overrides from the device-spec flags that were given."""
+    return {
+        "device.device": device, "device.threads": threads, "device.batch": batch,
+        "device.runtime": runtime, "device.dtype": dtype, "device.channels_last": channels_last,
+        "profile": None if profile is None else str(profile),
+    }  # fmt: skip
 
 
 @app.command()
@@ -80,10 +110,12 @@ def profile(
     config: Path | None = ConfigOpt,
     model: str | None = typer.Option(None, help="Model name (overrides the config)."),
     checkpoint: str | None = typer.Option(None, help="Checkpoint to load (state dict)."),
-    device: str | None = typer.Option(None, help="cpu or cuda[:N]."),
-    threads: int | None = typer.Option(None, help="CPU threads to pin while timing."),
-    batch: int | None = typer.Option(None, help="Batch size to time."),
-    runtime: str | None = typer.Option(None, help="Latency backend: torch or onnxruntime."),
+    device: str | None = DeviceOpt,
+    threads: int | None = ThreadsOpt,
+    batch: int | None = BatchOpt,
+    runtime: str | None = RuntimeOpt,
+    dtype: str | None = DtypeOpt,
+    channels_last: bool | None = ChannelsLastOpt,
     grid_points: int | None = typer.Option(None, help="Channel counts timed per layer."),
     calibration: int | None = typer.Option(
         None, help="Random policies timed whole to calibrate the table (default 18)."
@@ -91,21 +123,25 @@ def profile(
     out_path: Path | None = typer.Option(None, "--out", help="Where to write the profile JSON."),
     min_time: float = typer.Option(0.5, help="Seconds each whole-model measurement runs."),
     sweep: str = typer.Option("1,16,64", help="Batches for throughput/peak memory ('' = none)."),
+    channel_sweep: bool = typer.Option(
+        True, help="Find the fast channel multiple (round_to: auto) with a short sweep."
+    ),
 ) -> None:
     """Measure a per-layer latency table for a model on this device (hardware_profiles/*.json)."""
     with _errors(ctx):
         from autoprune import api
 
         cfg = _config(config, {
-            "model": model, "checkpoint": checkpoint, "device.device": device,
-            "device.threads": threads, "device.batch": batch, "device.runtime": runtime,
+            "model": model, "checkpoint": checkpoint,
+            **_spec(device, threads, batch, runtime, dtype, channels_last),
             "profile_grid_points": grid_points, "profile_calibration": calibration,
         })  # fmt: skip
         batches = [int(b) for b in _numbers(sweep, "--sweep takes batch sizes like 1,16,64")]
         with ui.progress() as cb:
             prof, path = api.profile(
-                cfg, out=out_path, min_time_s=min_time, sweep=batches, progress=cb
-            )
+                cfg, out=out_path, min_time_s=min_time, sweep=batches, progress=cb,
+                channel_sweep=channel_sweep,
+            )  # fmt: skip
         ui.print_profile(prof, path)
 
 
@@ -114,10 +150,17 @@ def search(
     ctx: typer.Context,
     config: Path | None = ConfigOpt,
     budget: str | None = typer.Option(None, help="Latency budget: 0.5, 50% or 2.5ms."),
-    searcher: str | None = typer.Option(None, help="optuna | amc | random | uniform | global."),
-    sampler: str | None = typer.Option(None, help="Optuna sampler: tpe | nsga2 | random."),
-    runtime: str | None = typer.Option(None, help="Latency backend (torch, onnxruntime, …)."),
-    device: str | None = typer.Option(None, help="Latency device: cpu or cuda[:N]."),
+    searcher: str | None = typer.Option(
+        None, help="optuna | amc | random | uniform | global | lamp."
+    ),
+    sampler: str | None = typer.Option(None, help="Optuna sampler: tpe | nsga2 | cmaes | random."),
+    device: str | None = DeviceOpt,
+    threads: int | None = ThreadsOpt,
+    batch: int | None = BatchOpt,
+    runtime: str | None = RuntimeOpt,
+    dtype: str | None = DtypeOpt,
+    channels_last: bool | None = ChannelsLastOpt,
+    profile: Path | None = ProfileOpt,
     trials: int | None = typer.Option(None, help="Number of candidates."),
     parallel: int | None = typer.Option(None, help="Evaluations in flight (Ray when > 1)."),
     seed: int | None = typer.Option(None, help="Search seed."),
@@ -140,8 +183,8 @@ def search(
 
         cfg = _config(config, {
             "budget": budget, "search.searcher": searcher, "search.sampler": sampler,
-            "device.runtime": runtime, "search.parallel": parallel, "search.seed": seed,
-            "device.device": device,
+            "search.parallel": parallel, "search.seed": seed,
+            **_spec(device, threads, batch, runtime, dtype, channels_last, profile),
         })  # fmt: skip
         if sensitivity is not None:
             cfg = bounded(cfg, sensitivity, max_drop)
@@ -167,6 +210,7 @@ def apply(
     fit_device: bool = typer.Option(
         True, "--fit-device/--keep-policy", help="Fit the policy to the measured budget."
     ),
+    profile: Path | None = ProfileOpt,
 ) -> None:
     """Apply the best policy: fit it to the measured budget, fine-tune, re-measure, save.
 
@@ -178,7 +222,7 @@ def apply(
         with ui.progress() as cb:
             rep = api.apply(
                 run_dir, config=config, out=out_dir, finetune=finetune, force=force,
-                fit_device=fit_device, progress=cb,
+                fit_device=fit_device, progress=cb, profile=profile,
             )  # fmt: skip
         ui.print_report(rep.to_dict())
 
@@ -251,8 +295,16 @@ def demo(
     run_dir: Path = typer.Option(Path("runs/demo"), help="Where the demo writes its run."),
     trials: int | None = typer.Option(None, help="Candidates (default: the config's, 10)."),
     parallel: int | None = typer.Option(None, help="Evaluations in flight (Ray workers)."),
-    searcher: str | None = typer.Option(None, help="optuna | amc | random | uniform | global."),
+    searcher: str | None = typer.Option(
+        None, help="optuna | amc | random | uniform | global | lamp."
+    ),
     budget: str | None = typer.Option(None, help="Latency budget (default: the config's, 0.8)."),
+    device: str | None = DeviceOpt,
+    threads: int | None = ThreadsOpt,
+    batch: int | None = BatchOpt,
+    runtime: str | None = RuntimeOpt,
+    dtype: str | None = DtypeOpt,
+    profile: Path | None = ProfileOpt,
 ) -> None:
     """Offline end-to-end demo on the bundled ResNet-20 and CIFAR-10 images (< 10 min, 2 CPUs).
 
@@ -264,6 +316,7 @@ def demo(
         overrides = {
             "search.trials": trials, "search.parallel": parallel,
             "search.searcher": searcher, "budget": budget,
+            **_spec(device, threads, batch, runtime, dtype, None, profile),
         }  # fmt: skip
         given = {k: v for k, v in overrides.items() if v is not None}
         live = ui.Live(load_config(DEFAULT_CONFIG, given).search.trials)

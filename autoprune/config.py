@@ -9,11 +9,14 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from autoprune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autoprune.hardware.device import DeviceSpec
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,13 @@ class FinetuneConfig:
         distill_targets: ``cached`` looks the teacher's logits up from one pass over each train
             image and its mirror image (crop offsets ignored; see :class:`Teacher`), ``online``
             runs the teacher on every augmented batch (exact, slower).
-        amp: mixed precision (float16 on CUDA with loss scaling, bfloat16 on the CPU).
+        amp: mixed precision: bfloat16 autocast (float16 with loss scaling on GPUs without
+            bfloat16).
+        channels_last: train in the NHWC memory format (what GPU tensor cores prefer).
+        reference_batch: the batch ``lr`` was tuned for; a larger ``batch_size`` scales the
+            learning rate linearly (Goyal et al. 2017) and warms it up over the first 5 % of
+            steps, so a GPU can train at batch 512 with the recipe tuned at 128 (``None``: lr
+            as given).
         iterative_steps: prune → fine-tune rounds (1 = one-shot; see :mod:`autoprune.schedule`).
         patience: early stop after this many validation checks without improvement, keeping
             the best weights, the final ones included (0 = off; needs a validation split).
@@ -51,6 +60,8 @@ class FinetuneConfig:
     temperature: float = 4.0
     distill_targets: str = "cached"
     amp: bool = False
+    channels_last: bool = False
+    reference_batch: int | None = None
     iterative_steps: int = 1
     patience: int = 0
     eval_every: int = 0
@@ -59,6 +70,17 @@ class FinetuneConfig:
         if self.epochs is not None:
             return max(1, math.ceil(self.epochs * math.ceil(n_train / self.batch_size)))
         return self.steps
+
+    @property
+    def peak_lr(self) -> float:
+        """``lr``, scaled linearly from ``reference_batch`` to ``batch_size`` when set.
+
+        >>> FinetuneConfig(lr=0.01, batch_size=512, reference_batch=128).peak_lr
+        0.04
+        """
+        if self.reference_batch is None:
+            return self.lr
+        return self.lr * self.batch_size / self.reference_batch
 
 
 @dataclass(frozen=True)
@@ -89,14 +111,25 @@ class LayersConfig:
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    """Where latency is measured (``device``, ``threads``, ``batch``, ``runtime`` = the latency
-    backend) and where fine-tuning runs (``train``: auto = the GPU when there is one)."""
+    """The device spec latency is measured and budgeted on (``device``, ``threads``,
+    ``batch``, ``runtime`` = the latency backend, ``dtype``, ``channels_last``: see
+    :class:`~autoprune.hardware.device.DeviceSpec`), and where fine-tuning runs (``train``:
+    auto = the GPU when there is one)."""
 
     device: str = "cpu"
     threads: int = 1
     batch: int = 1
-    runtime: str = "torch"  # a latency backend: torch | onnxruntime
+    runtime: str = "torch"  # torch | cuda-graphs | torch-compile | onnxruntime | tensorrt
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+    channels_last: bool = False
     train: str = "auto"  # auto | cpu | cuda[:N]
+
+    def spec(self) -> DeviceSpec:
+        from autoprune.hardware.device import DeviceSpec
+
+        return DeviceSpec(
+            self.device, self.threads, self.batch, self.runtime, self.dtype, self.channels_last
+        )
 
 
 @dataclass(frozen=True)
@@ -182,7 +215,9 @@ class Config:
     mode: str = "structured"  # structured | hybrid (+ magnitude sparsity at apply) | unstructured
     sparsity: float = 0.0  # hybrid/unstructured: share of remaining conv/linear weights zeroed
     sparsity_scope: str = "layer"  # layer (same share per layer) | global (one threshold)
-    round_to: int | None = None  # channel multiple; None = the latency backend's (1 CPU, 8 GPU)
+    # channel multiple; None = the latency backend's (1 CPU, 8 GPU); auto = the period the
+    # profile measured on this device (autoprune profile's channel sweep)
+    round_to: int | str | None = None
     budget: str = "0.5"
     budget_margin: float = 0.03  # search aims this share under the budget (predictor error)
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -334,7 +369,9 @@ def _validate(cfg: Config) -> None:
             f"profile_grid_points and profile_calibration must be ≥ 2, got "
             f"{cfg.profile_grid_points} and {cfg.profile_calibration}"
         )
-    if cfg.round_to is not None and cfg.round_to < 1:
+    if isinstance(cfg.round_to, str) and cfg.round_to != "auto":
+        raise ConfigError(f"round_to takes a channel multiple ≥ 1 or auto, got {cfg.round_to!r}")
+    if isinstance(cfg.round_to, int) and cfg.round_to < 1:
         raise ConfigError(f"round_to must be ≥ 1, got {cfg.round_to}")
     _validate_search(cfg.search)
     if not 0 <= cfg.sparsity < 1 or (cfg.mode != "structured") != (cfg.sparsity > 0):
@@ -351,13 +388,11 @@ def _validate(cfg: Config) -> None:
                 f"{key}.distill_targets is {ft.distill_targets!r}; choose one of cached, online"
             )
     _validate_fidelity(cfg.fidelity)
-    from autoprune.hardware.device import DeviceSpec
     from autoprune.policy import MODES
     from autoprune.search import PRUNERS, RECOVERIES, SAMPLERS, SEARCHERS
 
     SEARCHERS.check(cfg.search.searcher, "search.searcher")
-    d = cfg.device
-    DeviceSpec(d.device, d.threads, d.batch, d.runtime)  # its own checks (runtime registered…)
+    cfg.device.spec()  # its own checks (runtime registered, dtype known…)
     _validate_dataset(cfg.dataset)
     choices = {
         "search.sampler": (cfg.search.sampler, SAMPLERS),

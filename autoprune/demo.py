@@ -49,7 +49,7 @@ def run_demo(
         cfg = cfg.replace(profile=str(run_dir / "profile.json"), profile_grid_points=6)
         with progress() as cb:
             quick = build_workspace(cfg).measure_profile(
-                repeats=10, min_time_s=0.25, progress=cb, sweep=[]
+                repeats=10, min_time_s=0.25, progress=cb, sweep=[], channel_sweep=False
             )
         quick.save(run_dir / "profile.json")
     step("1/5 search")

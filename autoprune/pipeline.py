@@ -17,7 +17,7 @@ from autoprune._io import write_json, write_text
 from autoprune.config import Config, from_dict, to_dict
 from autoprune.data import Splits
 from autoprune.distributed import Pool, RayPool, SearchSummary, run_search
-from autoprune.errors import ConfigError, PolicyError
+from autoprune.errors import ConfigError, PolicyError, ProfileError
 from autoprune.hardware import HardwareProfile
 from autoprune.records import BEST, RunLock, TrialLog
 from autoprune.search import make_searcher
@@ -31,10 +31,22 @@ RUN_INFO = "search.json"
 def ensure_profile(
     ws: Workspace, *, force: bool = False, progress: Progress | None = None, **measure: Any
 ) -> tuple[HardwareProfile, Path, bool]:
-    """Load the device profile for this config, measuring and saving it first if there is none."""
+    """Load the device profile for this config, measuring and saving it first if there is none
+    for this model on this device at all. When there are profiles of this model on this device
+    but for another spec (another batch, say), refuse: a profile for the spec the user did not
+    ask for must not be measured silently."""
     path = ws.profile_path()
     if path.is_file():
         return ws.load_profile(path, force=force), path, False
+    others = [] if ws.config.profile else ws.profiles_for_other_specs()
+    if others:
+        where, prof = others[0]
+        raise ProfileError(
+            f"no hardware profile of {ws.config.model} for {ws.device.describe()}; "
+            f"{where} holds {prof.spec.describe()}: pass the flags that match it (e.g. --batch "
+            f"{prof.batch}) or --profile {where}, or measure this setting with `autoprune "
+            "profile` and the same flags"
+        )
     profile = ws.measure_profile(progress=progress, **measure)
     profile.save(path)
     return profile, path, True

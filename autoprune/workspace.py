@@ -83,13 +83,46 @@ class Workspace:
         slug = "-".join(re.findall(r"[a-z0-9]+", name))
         return default.with_name(f"{default.stem}-{slug}.json")
 
+    def profiles_for_other_specs(self) -> list[tuple[Path, HardwareProfile]]:
+        """Profiles in ``hardware_profiles/`` of this model on this very device (same processor
+        or GPU) but measured for another spec (batch, threads, precision, memory format or
+        runtime): their presence means a user profiled one setting and asked for another."""
+        default = default_profile_path(self.config.model, self.device)
+        found = []
+        safe = default.stem.rsplit("-", 1)[-1]
+        for path in sorted(default.parent.glob(f"*{safe}*.json")):
+            try:
+                prof = HardwareProfile.load(path)
+            except ProfileError:
+                continue
+            same_device = prof.device.split(":")[0] == self.device.device.split(":")[0]
+            if (
+                prof.model == self.config.model
+                and same_device
+                and prof.device_name == self.device_name
+                and prof.spec != self.device
+            ):
+                found.append((path, prof))
+        return found
+
     @property
     def round_to(self) -> int:
         """Channel counts are multiples of this: the config's ``round_to``, else the latency
-        backend's default (1 on CPUs, 8 on GPUs); with searched choices, their smallest."""
+        backend's default (1 on CPUs, 8 on GPUs); with searched choices, their smallest.
+        ``auto`` before a profile exists: the backend's default (see :meth:`round_to_for`)."""
+        return self.round_to_for(None)
+
+    def round_to_for(self, profile: HardwareProfile | None) -> int:
+        """:attr:`round_to`, with ``round_to: auto`` resolved to the channel period ``profile``
+        measured on this device (the backend's default if it measured none)."""
         if self.config.search.round_to:
             return min(self.config.search.round_to)
-        return self.config.round_to or backend_for(self.device).default_round_to
+        rt = self.config.round_to
+        if isinstance(rt, int):
+            return rt
+        if rt == "auto" and profile is not None and profile.channel_period:
+            return profile.channel_period
+        return backend_for(self.device).default_round_to
 
     @property
     def compute(self) -> str:
@@ -110,6 +143,7 @@ class Workspace:
         min_time_s: float = 0.5,
         progress: Progress | None = None,
         sweep: list[int] | None = None,
+        channel_sweep: bool = True,
     ) -> HardwareProfile:
         from autoprune.hardware.profiler import profile_model
 
@@ -127,6 +161,7 @@ class Workspace:
             min_time_s=min_time_s,
             progress=progress,
             sweep=sweep,
+            channel_sweep=channel_sweep,
         )
 
     def load_profile(
@@ -156,7 +191,13 @@ class Workspace:
         """Resolve the config's (or given) budget against the profile's measured dense latency and
         check it is reachable."""
         ms = LatencyBudget.parse(budget or self.config.budget).resolve(profile.dense_ms)
-        check_feasible(LUTPredictor(profile), self.config.model, self.max_ratio, ms, self.round_to)
+        check_feasible(
+            LUTPredictor(profile),
+            self.config.model,
+            self.max_ratio,
+            ms,
+            self.round_to_for(profile),
+        )
         return ms
 
     def search_context(
@@ -168,7 +209,7 @@ class Workspace:
             cfg.model,
             self.layer_names,
             self.max_ratio,
-            self.round_to,
+            self.round_to_for(profile),
             LUTPredictor(profile),
             budget_ms,
             run_dir,
@@ -234,7 +275,7 @@ def build_workspace(cfg: Config) -> Workspace:
             raise ConfigError(
                 f"layer {name!r} in the config is not a prunable layer of {cfg.model!r}"
             )
-    dev = DeviceSpec(cfg.device.device, cfg.device.threads, cfg.device.batch, cfg.device.runtime)
+    dev = cfg.device.spec()
     backend_for(dev)  # refuse a device this machine lacks before anything is built
     resolve_device(cfg.device.train)
     return Workspace(cfg, spec, model, layers, cfg.max_ratio([la.name for la in layers]), dev)

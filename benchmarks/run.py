@@ -49,7 +49,7 @@ from autoprune.config import to_dict as config_dict
 from autoprune.distributed import RayPool, run_search
 from autoprune.errors import AutopruneError
 from autoprune.finetune import FinetuneConfig, FinetuneResult, Teacher
-from autoprune.hardware import DeviceSpec, LUTPredictor
+from autoprune.hardware import LUTPredictor
 from autoprune.hardware.measure import measure_models
 from autoprune.hardware.timing import paired_ratio
 from autoprune.pipeline import ensure_profile, open_ledger
@@ -422,7 +422,7 @@ class Bench:
         )
         budget_ms = resolve_measured(LatencyBudget.parse(budget), t_dense, t_pruned)
         spec = self.profile.spec
-        b64 = DeviceSpec(spec.device, spec.threads, 64, spec.runtime)
+        b64 = spec.replace(batch=64)
         fast = {"min_time_s": min(2.0, self.measure["min_time_s"]), "rounds": 5}
         ips = [
             64 / t.ms * 1e3

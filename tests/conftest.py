@@ -14,7 +14,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REPO = Path(__file__).resolve().parent.parent
-FAST_PROFILE = {"repeats": 5, "min_time_s": 0.02}
+FAST_PROFILE = {"repeats": 5, "min_time_s": 0.02, "channel_sweep": False}
 
 
 @dataclass

@@ -107,7 +107,7 @@ def test_your_model_on_your_images_search_apply_export_reload(tree: Path, tmp_pa
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg_data))
     cfg = load_config(path)
-    api.profile(cfg, min_time_s=FAST_PROFILE["min_time_s"], sweep=())
+    api.profile(cfg, min_time_s=FAST_PROFILE["min_time_s"], sweep=(), channel_sweep=False)
     run = tmp_path / "run"
     summary = api.search(cfg, SearchOptions(run))
     assert summary.finished == 3

@@ -136,3 +136,62 @@ def test_cuda_mixed_precision_fine_tune(tiny) -> None:
     model = tiny.evaluator().prune(PruningPolicy("resnet8", {})).cuda()
     finetune(model, tiny.data.train, FinetuneConfig(steps=3, batch_size=16, amp=True))
     assert 0 <= accuracy(model, tiny.data.val) <= 100
+
+
+def _lrs(cfg, total: int) -> list[float]:
+    from autoprune.finetune import _optimizer
+
+    model = torch.nn.Linear(2, 2)
+    opt, sched = _optimizer(model, cfg, total, torch.device("cpu"))
+    out = []
+    for _ in range(total):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_large_batch_recipe_scales_and_warms_up_the_learning_rate() -> None:
+    from autoprune.config import FinetuneConfig
+
+    plain = _lrs(FinetuneConfig(lr=0.01, batch_size=128), 100)
+    assert plain[0] == 0.01 and plain[-1] < 1e-3  # the cosine schedule as before
+    big = _lrs(FinetuneConfig(lr=0.01, batch_size=512, reference_batch=128), 100)
+    assert big[0] == pytest.approx(0.04 / 5) and max(big) == pytest.approx(0.04)
+    assert big.index(max(big)) == 5 and big[-1] < 4e-3  # 5 % warm-up, then cosine
+
+
+def test_gpu_recipe_features_run_on_the_cpu_too(tiny) -> None:
+    """bfloat16 autocast, channels_last and the scaled large-batch rate train on a CPU (the
+    same code a GPU runs; the CUDA test below adds data resident on the device)."""
+    import pickle
+
+    from autoprune.config import FinetuneConfig
+    from autoprune.finetune import accuracy, finetune
+
+    model = tiny.evaluator().prune(PruningPolicy("resnet8", {"layer1.0.conv1": 0.5}))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = FinetuneConfig(
+        steps=3, batch_size=32, amp=True, channels_last=True, reference_batch=16, lr=0.01
+    )
+    res = finetune(model, tiny.data.train, cfg)
+    assert res.steps == 3 and any(
+        not torch.equal(before[k], v) for k, v in model.state_dict().items()
+    )
+    assert 0 <= accuracy(model, tiny.data.val) <= 100
+    split = tiny.data.train
+    assert split.on("cpu") is split
+    assert torch.equal(pickle.loads(pickle.dumps(split)).x, split.x)
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_data_resident_channels_last_bf16_fine_tune(tiny) -> None:
+    from autoprune.config import FinetuneConfig
+    from autoprune.finetune import accuracy, finetune
+
+    model = tiny.evaluator().prune(PruningPolicy("resnet8", {})).cuda()
+    cfg = FinetuneConfig(steps=3, batch_size=64, amp=True, channels_last=True, reference_batch=16)
+    finetune(model, tiny.data.train, cfg)
+    assert tiny.data.train.on("cuda").x.is_cuda and not tiny.data.train.x.is_cuda
+    assert 0 <= accuracy(model, tiny.data.val) <= 100

@@ -48,7 +48,9 @@ def _config(tmp_path: Path, trials: int, steps: int, parallel: int) -> Path:
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(base))
     ws = build_workspace(load_config(path))
-    ws.measure_profile(repeats=5, min_time_s=0.02).save(tmp_path / "profile.json")
+    ws.measure_profile(repeats=5, min_time_s=0.02, channel_sweep=False).save(
+        tmp_path / "profile.json"
+    )
     return path
 
 

@@ -243,6 +243,7 @@ def test_onnxruntime_profile_with_batch_sweep(tmp_path: Path) -> None:
     res = _cli(
         "profile", "-c", str(cfg), "--runtime", "onnxruntime", "--sweep", "1,4",
         "--min-time", "0.05", "--calibration", "2", "--out", str(out / "ort.json"),
+        "--no-channel-sweep",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     prof = HardwareProfile.load(out / "ort.json")

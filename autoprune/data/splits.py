@@ -39,6 +39,24 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def on(self, device: str | torch.device) -> Split:
+        """This split with its images and labels resident on ``device`` (copied once and kept:
+        a GPU then crops, flips and normalizes its batches itself, with no host transfer per
+        step). The split itself stays where it is."""
+        device = torch.device(device)
+        if self.x.device == device:
+            return self
+        cache: dict[torch.device, Split] = self.__dict__.setdefault("_copies", {})
+        if device not in cache:
+            cache[device] = Split(self.x.to(device), self.y.to(device), self.mean, self.std)
+        return cache[device]
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_copies"}  # rebuilt where used
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+
     def batches(
         self, batch_size: int, *, shuffle: bool = False, augment: bool = False, seed: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -57,33 +75,42 @@ class Split:
         order = torch.randperm(len(self), generator=gen) if shuffle else torch.arange(len(self))
         for i in range(0, len(self), batch_size):
             idx = order[i : i + batch_size]
-            x = self.x[idx]
+            x = self.x[idx.to(self.x.device)]
             flip = torch.zeros(len(idx), dtype=torch.bool)
             if augment:
                 x, flip = _augment(x, gen)
-            yield idx, normalize(x, self.mean, self.std), self.y[idx], flip
+            yield idx, normalize(x, self.mean, self.std), self.y[idx.to(self.y.device)], flip
 
 
 def normalize(
     x: torch.Tensor, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD
 ) -> torch.Tensor:
-    """uint8 images → float, scaled to 0-1 and standardized per channel."""
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
+    """uint8 images → float, scaled to 0-1 and standardized per channel (on ``x``'s device)."""
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
     return (x.float() / 255.0 - m) / s
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    n, _, h, w = x.shape
+    """Random crop of the zero-padded images (1/8 of the size each side) and horizontal flip,
+    for the whole batch at once by gathering pixel indices (on ``x``'s device; the draws come
+    from the CPU generator ``gen``, so a GPU batch gets the very same crops as a CPU one)."""
+    n, c, h, w = x.shape
     pad = max(1, min(h, w) // 8)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     flip = torch.rand(n, generator=gen) < 0.5
-    out = torch.empty_like(x)
-    for i in range(n):
-        crop = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-        out[i] = crop.flip(-1) if flip[i] else crop
+    cols = torch.arange(w)
+    cols = torch.where(flip[:, None], cols.flip(0), cols) + dx[:, None]  # n × w
+    rows = torch.arange(h) + dy[:, None]  # n × h
+    dev = x.device
+    out = padded[
+        torch.arange(n, device=dev)[:, None, None, None],
+        torch.arange(c, device=dev)[None, :, None, None],
+        rows.to(dev)[:, None, :, None],
+        cols.to(dev)[:, None, None, :],
+    ]
     return out, flip
 
 

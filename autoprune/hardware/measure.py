@@ -4,6 +4,7 @@ the robust estimator of :mod:`autoprune.hardware.timing`, and a batch sweep."""
 from __future__ import annotations
 
 import resource
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -53,6 +54,7 @@ def throughput_sweep(
     batches: list[int],
     *,
     min_time_s: float = 1.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Latency, images/s and peak memory of the whole model at each batch size.
 
@@ -61,12 +63,13 @@ def throughput_sweep(
     sweep, model and data included): an upper bound a deployment can plan with.
     """
     out = []
-    for b in sorted(set(batches)):
+    todo = sorted(set(batches))
+    for b in todo:
         if spec.cuda:
             import torch
 
             torch.cuda.reset_peak_memory_stats(spec.device)
-        at_b = DeviceSpec(spec.device, spec.threads, b, spec.runtime)
+        at_b = spec.replace(batch=b)
         (t,) = measure_models([model], input_shape, at_b, min_time_s=min_time_s, rounds=5)
         out.append(
             {
@@ -76,6 +79,8 @@ def throughput_sweep(
                 "peak_mem_mb": _peak_memory_mb(spec),
             }
         )
+        if progress is not None:
+            progress(len(out), len(todo))
     return out
 
 

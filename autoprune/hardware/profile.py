@@ -51,12 +51,22 @@ class HardwareProfile:
     notes: dict[str, Any] = field(default_factory=dict)
     throughput: list[dict[str, float]] = field(default_factory=list)  # dense model, batch sweep
     runtime: str = "torch"
+    dtype: str = "float32"
+    channels_last: bool = False
+    channel_period: int | None = None  # fast channel multiple measured here (round_to: auto)
 
     @property
     def spec(self) -> DeviceSpec:
         """The measurement setting (readable anywhere: whether it can run here is checked only
         when something is measured)."""
-        return DeviceSpec(self.device, self.threads, self.batch, self.runtime)
+        return DeviceSpec(
+            self.device, self.threads, self.batch, self.runtime, self.dtype, self.channels_last
+        )
+
+    @property
+    def reachable(self) -> tuple[float, float]:
+        """Dense latency and the fastest the search bounds allow (maximal pruning), in ms."""
+        return self.dense_ms, self.min_ms
 
     def describe(self) -> dict[str, Any]:
         """The device this profile was measured on, for reports."""
@@ -66,6 +76,8 @@ class HardwareProfile:
             "threads": self.threads,
             "batch": self.batch,
             "runtime": self.runtime,
+            "dtype": self.dtype,
+            "channels_last": self.channels_last,
             "versions": self.versions,
         }
 
@@ -80,6 +92,8 @@ class HardwareProfile:
             "threads": spec.threads,
             "batch": spec.batch,
             "runtime": spec.runtime,
+            "dtype": spec.dtype,
+            "channels_last": spec.channels_last,
             "input_shape": list(input_shape),
         }
         have = {
@@ -89,6 +103,8 @@ class HardwareProfile:
             "threads": self.threads,
             "batch": self.batch,
             "runtime": self.runtime,
+            "dtype": self.dtype,
+            "channels_last": self.channels_last,
             "input_shape": list(self.input_shape),
         }
         diff = [f"{k} {have[k]} (wanted {wanted[k]})" for k in wanted if have[k] != wanted[k]]
@@ -119,6 +135,37 @@ class HardwareProfile:
             raise ProfileError(f"hardware profile {path} is malformed: {e}") from e
 
 
+SPEED_UP_WARNING = 1.25  # below this reachable speed-up (20 % faster) a profile warns
+
+
+def reachable_lines(profile: HardwareProfile) -> list[str]:
+    """What pruning can reach on this device: dense and maximal-pruning latency, the smallest
+    feasible budget, and a warning naming what would help when the reachable speed-up is under
+    20 % (latency bound by per-kernel overhead, not by the channels pruning removes)."""
+    dense, floor = profile.reachable
+    share = floor / dense if dense > 0 else 1.0
+    lines = [
+        f"reachable: dense {dense:.3f} ms → maximal pruning {floor:.3f} ms ({1 / share:.2f}× "
+        f"faster); the smallest feasible budget is {share:.0%} of dense ({floor:.3f} ms)"
+    ]
+    if dense / max(floor, 1e-12) < SPEED_UP_WARNING:
+        spec = profile.spec
+        helps = []
+        if spec.cuda and spec.runtime == "torch":
+            helps.append("--runtime cuda-graphs or torch-compile (one launch per call)")
+        if spec.batch < 64:
+            helps.append(f"a larger --batch than {spec.batch}")
+        if spec.dtype == "float32":
+            helps.append("--dtype bfloat16" + (" or float16" if spec.cuda else ""))
+        lines.append(
+            f"warning: pruning makes this model at most {dense / max(floor, 1e-12) - 1:.0%} "
+            f"faster on {spec.describe()}: its latency is bound by per-call overhead, not by "
+            "the channels pruning removes"
+            + (f"; what would help: {', '.join(helps)}" if helps else "")
+        )
+    return lines
+
+
 def default_profile_path(
     model: str, spec: DeviceSpec, root: str | Path = "hardware_profiles"
 ) -> Path:
@@ -127,4 +174,4 @@ def default_profile_path(
     return Path(root) / f"{spec.tag}-{safe}.json"
 
 
-__all__ = ["HardwareProfile", "LayerTable", "default_profile_path"]
+__all__ = ["HardwareProfile", "LayerTable", "default_profile_path", "reachable_lines"]

@@ -131,6 +131,8 @@ def _new_profile(
         threads=spec.threads,
         batch=spec.batch,
         runtime=spec.runtime,
+        dtype=spec.dtype,
+        channels_last=spec.channels_last,
         round_to=round_to,
         max_ratio=dict(max_ratio),
         layers=[
@@ -162,8 +164,10 @@ def profile_model(
     seed: int = 0,
     progress: Progress | None = None,
     sweep: list[int] | None = None,
+    channel_sweep: bool = True,
 ) -> HardwareProfile:
-    """Measure the latency table and its calibration for ``model`` on ``spec``.
+    """Measure the latency table and its calibration for ``model`` on ``spec``, and the device's
+    fast channel multiple (:func:`channel_period`).
 
     Args:
         max_ratio: per-layer maximal pruning ratio the search may use (sets the channel grid).
@@ -172,14 +176,20 @@ def profile_model(
         repeats: timed runs per measurement (the median is kept).
         min_time_s: each whole-model measurement runs at least this long (a layer a quarter).
         sweep: batch sizes at which to record the dense model's throughput and peak memory.
+        channel_sweep: time representative layers at every channel count to find the period.
     """
     report = progress or (lambda *_: None)
-    tables = _tables(layers, module_geometry(model, input_shape), max_ratio, round_to, grid_points)
+    geo = module_geometry(model, input_shape)
+    tables = _tables(layers, geo, max_ratio, round_to, grid_points)
     backend = backend_for(spec)
     _measure_tables(backend, tables, repeats, min_time_s / 4, report)
     profile = _new_profile(
         model_name, input_shape, spec, backend, layers, tables, max_ratio, round_to
     )
+    if channel_sweep:
+        period, gains = channel_period(backend, representative(layers, geo), report=report)
+        profile.channel_period = period
+        profile.notes["channel_period_gain"] = gains
     calibrate(
         profile,
         model,
@@ -192,10 +202,88 @@ def profile_model(
         report,
     )
     if sweep:
-        report("batch sweep", 0, 1)
-        profile.throughput = throughput_sweep(model, input_shape, spec, sweep)
-        report("batch sweep", 1, 1)
+        n = len(set(sweep))
+        report("batch sweep", 0, n)
+        profile.throughput = throughput_sweep(
+            model, input_shape, spec, sweep, progress=lambda d, t: report("batch sweep", d, t)
+        )
     return profile
+
+
+PERIODS = (2, 4, 8, 16, 32)
+PERIOD_GAIN = 0.05  # multiples must run this much faster than their neighbours
+
+
+def representative(
+    layers: list[PrunableLayer], geo: Mapping[str, ModuleGeometry], count: int = 3
+) -> list[ModuleGeometry]:
+    """Up to ``count`` dense, non-grouped convs the search resizes, of distinct shapes, widest
+    first: what the channel sweep times."""
+    seen, out = set(), []
+    for la in sorted(layers, key=lambda la: -la.channels):
+        g = geo.get(la.name)
+        if g is None or g.kind != "conv" or g.depthwise:
+            continue
+        key = (g.in_channels, g.out_channels, g.kernel, g.stride, g.in_hw)
+        if key not in seen:
+            seen.add(key)
+            out.append(g)
+    return out[:count]
+
+
+def period_gains(counts: list[int], ms: list[float]) -> dict[int, float]:
+    """How much faster (share of the median latency) output channel counts that are multiples of
+    ``p`` run than the odd multiples of ``p / 2`` next to them, for each candidate period, after
+    removing the linear trend of latency in the channel count.
+
+    >>> counts = list(range(8, 33))
+    >>> ms = [1 + 0.05 * c + (0 if c % 4 == 0 else 0.3) for c in counts]
+    >>> {p: round(g, 2) + 0 for p, g in period_gains(counts, ms).items()}
+    {2: 0.14, 4: 0.14, 8: 0.0, 16: 0.0}
+    """
+    c, t = np.asarray(counts, dtype=float), np.asarray(ms, dtype=float)
+    slope, icpt = np.polyfit(c, t, 1)
+    resid = t - (slope * c + icpt)
+    out = {}
+    for p in PERIODS:
+        on = resid[c % p == 0]
+        off = resid[c % p == p // 2]
+        if len(on) >= 2 and len(off) >= 2:
+            out[p] = float((np.median(off) - np.median(on)) / np.median(t))
+    return out
+
+
+def channel_period(
+    backend: LatencyBackend,
+    geometries: list[ModuleGeometry],
+    *,
+    repeats: int = 10,
+    min_time_s: float = 0.02,
+    report: Progress | None = None,
+) -> tuple[int, dict[str, dict[int, float]]]:
+    """The device's fast channel multiple: each representative layer timed at every output
+    channel count from a quarter of its width up, and the largest period whose multiples run at
+    least :data:`PERIOD_GAIN` faster than their neighbours in the median over layers (1: none
+    does). Returns the period and each layer's gains, recorded in the profile."""
+    gains: dict[str, dict[int, float]] = {}
+    total = sum(g.out_channels - max(1, g.out_channels // 4) + 1 for g in geometries)
+    done = 0
+    with backend.session():
+        for g in geometries:
+            counts = list(range(max(1, g.out_channels // 4), g.out_channels + 1))
+            ms = []
+            for co in counts:
+                ms.append(_time_op(backend, g, g.in_channels, co, repeats, min_time_s))
+                done += 1
+                if report is not None:
+                    report("channel sweep", done, total)
+            gains[g.name] = period_gains(counts, ms)
+    period = 1
+    for p in PERIODS:
+        seen = [d[p] for d in gains.values() if p in d]
+        if seen and float(np.median(seen)) >= PERIOD_GAIN:
+            period = p
+    return period, gains
 
 
 def robust_fit(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -261,4 +349,11 @@ def calibrate(
     }
 
 
-__all__ = ["calibrate", "channel_grid", "profile_model"]
+__all__ = [
+    "calibrate",
+    "channel_grid",
+    "channel_period",
+    "period_gains",
+    "profile_model",
+    "representative",
+]

@@ -18,6 +18,7 @@ BACKENDS: Registry[type[LatencyBackend]] = Registry(
     "latency backend",
     {
         "torch": "autoprune.hardware.backends.eager:TorchBackend",
+        "cuda-graphs": "autoprune.hardware.backends.eager:CudaGraphsBackend",
         "torch-compile": "autoprune.hardware.backends.eager:TorchCompileBackend",
         "onnxruntime": "autoprune.hardware.backends.ort:OnnxRuntimeBackend",
         "tensorrt": "autoprune.hardware.backends.ort:TensorRTBackend",

@@ -128,6 +128,11 @@ class OnnxRuntimeBackend(LatencyBackend):
     def check(self) -> None:
         import onnxruntime
 
+        if self.spec.dtype != "float32" or self.spec.channels_last:
+            raise ConfigError(
+                f"runtime {self.name} times the float32 ONNX export (its own layouts); use "
+                "runtime torch, cuda-graphs or torch-compile for other precisions or formats"
+            )
         have = onnxruntime.get_available_providers()
         if self.providers[0] not in have:
             raise ConfigError(
