@@ -29,7 +29,7 @@ from autoprune.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
 POLICY, MODEL, REPORT = "best_policy.json", "model.pt", "report.json"
-MEASURE = {"min_time_s": 4.0, "rounds": 20}  # ~10 s for a dense/pruned pair
+MEASURE = {"min_time_s": 4.0, "rounds": 20}  # ~10 s for a dense/pruned pair (measure_seconds)
 
 
 @dataclass
@@ -340,7 +340,7 @@ def apply_and_export(
     check_policy_fits(policy, ws)
     data, cfg = ws.load_data(), ws.config
     budget_spec = LatencyBudget.parse(budget or cfg.budget)
-    measure_kwargs = measure_kwargs or MEASURE
+    measure_kwargs = measure_kwargs or {**MEASURE, "min_time_s": cfg.measure_seconds}
     history: list[dict[str, float]] = []
     if fit_device and policy.mode != "unstructured":
         ((policy, history),) = fit_on_device(

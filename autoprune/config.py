@@ -224,6 +224,7 @@ class Config:
     profile: str | None = None
     profile_grid_points: int = 12
     profile_calibration: int = 18  # random policies timed whole to calibrate the table
+    measure_seconds: float = 4.0  # apply: seconds each model is timed per measurement
     search: SearchConfig = field(default_factory=SearchConfig)
     amc: AMCConfig = field(default_factory=AMCConfig)
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
@@ -356,12 +357,10 @@ def _validate_fidelity(fid: FidelityConfig) -> None:
         )
 
 
-def _validate(cfg: Config) -> None:
-    if not 0 < cfg.layers.min_keep <= 1:
-        raise ConfigError(f"layers.min_keep must lie in (0, 1], got {cfg.layers.min_keep}")
-    for name, keep in cfg.layers.bounds.items():
-        if not 0 < keep <= 1:
-            raise ConfigError(f"layers.bounds.{name} (min keep) must lie in (0, 1], got {keep}")
+def _validate_timing(cfg: Config) -> None:
+    """The latency side: margin, profile sizes, measurement time and channel rounding."""
+    if cfg.measure_seconds <= 0:
+        raise ConfigError(f"measure_seconds must be positive, got {cfg.measure_seconds}")
     if not 0 <= cfg.budget_margin < 0.5:
         raise ConfigError(f"budget_margin must lie in [0, 0.5), got {cfg.budget_margin}")
     if cfg.profile_grid_points < 2 or cfg.profile_calibration < 2:
@@ -373,6 +372,15 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"round_to takes a channel multiple ≥ 1 or auto, got {cfg.round_to!r}")
     if isinstance(cfg.round_to, int) and cfg.round_to < 1:
         raise ConfigError(f"round_to must be ≥ 1, got {cfg.round_to}")
+
+
+def _validate(cfg: Config) -> None:
+    if not 0 < cfg.layers.min_keep <= 1:
+        raise ConfigError(f"layers.min_keep must lie in (0, 1], got {cfg.layers.min_keep}")
+    for name, keep in cfg.layers.bounds.items():
+        if not 0 < keep <= 1:
+            raise ConfigError(f"layers.bounds.{name} (min keep) must lie in (0, 1], got {keep}")
+    _validate_timing(cfg)
     _validate_search(cfg.search)
     if not 0 <= cfg.sparsity < 1 or (cfg.mode != "structured") != (cfg.sparsity > 0):
         raise ConfigError(

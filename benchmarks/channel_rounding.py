@@ -2,18 +2,20 @@
 against output channels, on every latency backend that runs on this machine.
 
     python -m benchmarks.channel_rounding [--threads 1] [--batch 1]   # ~5 min on 2 cores
+    python -m benchmarks.channel_rounding --device cuda --batch 64    # a GPU (and --batch 1)
 
 Two 3×3 convolutions: ResNet-20's last stage (64 → c_out at 8×8) and an ImageNet-sized one
 (128 → c_out at 28×28), c_out over every count from 3/4 of the width to the full width. A
 backend where rounding matters shows steps at multiples of 8 (or 16, 32); where it does not,
 latency grows smoothly and ``round_to: 1`` loses nothing. Writes
-``benchmarks/results/channel_rounding.{json,md,png}``.
+``benchmarks/results/channel_rounding.{json,md,png}`` (on a GPU ``channel_rounding-cuda-b<B>``).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 from typing import Any
 
 from autoprune.errors import ConfigError
@@ -29,9 +31,11 @@ LAYERS = {
 }
 
 
-def sweep(runtime: str, threads: int, batch: int, min_time_s: float) -> dict[str, list[float]]:
+def sweep(
+    runtime: str, threads: int, batch: int, min_time_s: float, device: str = "cpu"
+) -> dict[str, list[float]]:
     """Latency (ms) of each layer at every output channel count from 3/4 width to full."""
-    backend = backend_for(DeviceSpec("cpu", threads, batch, runtime))
+    backend = backend_for(DeviceSpec(device, threads, batch, runtime))
     out: dict[str, list[float]] = {}
     for name, g in LAYERS.items():
         counts = list(range(g.out_channels * 3 // 4, g.out_channels + 1))
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per count")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder for results files")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             skipped[runtime] = "times single layers eagerly (as torch), by design"
             continue
         try:
-            results[runtime] = sweep(runtime, args.threads, args.batch, args.min_time)
+            results[runtime] = sweep(runtime, args.threads, args.batch, args.min_time, args.device)
         except ConfigError as e:
             skipped[runtime] = str(e)
         print(f"{runtime}: {'done' if runtime in results else skipped[runtime]}", flush=True)
@@ -101,14 +107,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for rt, per in results.items()
         },
         "skipped": skipped,
-        "provenance": provenance("cpu", args.threads, args.batch),
+        "provenance": provenance(args.device, args.threads, args.batch),
     }
-    save("channel_rounding", out, _markdown(out))
-    _plot(out)
+    name = "channel_rounding"
+    if args.device != "cpu":
+        name += f"-{args.device.replace(':', '')}-b{args.batch}"
+    save(name, out, _markdown(out, name), folder=args.results)
+    _plot(out, args.results / f"{name}.png")
     return out
 
 
-def _markdown(out: dict[str, Any]) -> str:
+def _markdown(out: dict[str, Any], name: str = "channel_rounding") -> str:
     prov = out["provenance"]
     md = [
         "# Single-layer latency vs output channels: does rounding to multiples of 8 matter?",
@@ -133,7 +142,7 @@ def _markdown(out: dict[str, Any]) -> str:
                 )
     for rt, why in out["skipped"].items():
         md.append(f"\n{rt}: not measured here ({why}).")
-    md += ["", "![latency vs channels](channel_rounding.png)", "", "## Every count (ms)", ""]
+    md += ["", f"![latency vs channels]({name}.png)", "", "## Every count (ms)", ""]
     for name, (_c_in, c_out, _hw) in out["layers"].items():
         counts = list(range(c_out * 3 // 4, c_out + 1))
         rts = [rt for rt in out["ms"] if name in out["ms"][rt]]
@@ -150,7 +159,7 @@ def _markdown(out: dict[str, Any]) -> str:
     return "\n".join(md) + "\n"
 
 
-def _plot(out: dict[str, Any]) -> None:
+def _plot(out: dict[str, Any], path: Path = RESULTS / "channel_rounding.png") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,7 +182,7 @@ def _plot(out: dict[str, Any]) -> None:
         ax.set_ylabel("ms")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    write_with(RESULTS / "channel_rounding.png", lambda p: fig.savefig(p, format="png", dpi=110))
+    write_with(path, lambda p: fig.savefig(p, format="png", dpi=110))
     plt.close(fig)
 
 

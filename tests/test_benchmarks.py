@@ -220,3 +220,31 @@ def test_readme_result_rows_are_copied_from_rendered_results() -> None:
     rows = [line for line in readme.splitlines() if line.startswith(("| 70% |", "| 50% |"))]
     assert len(rows) >= 10
     assert [r for r in rows if r not in rendered] == []
+
+
+def test_gpu_check_dry_run_runs_every_section_and_the_readme_gpu_commands(tmp_path) -> None:
+    """The prepared GPU check on the CPU: every section runs, one archive comes out, and its
+    pipeline section runs the README's "Targeting a GPU" commands as written (cuda → cpu)."""
+    import tarfile
+
+    from benchmarks import gpu_check
+
+    commands = gpu_check.readme_commands(dry=True)
+    assert [c[1] for c in commands] == ["profile", "search", "apply", "export"]
+    assert ["--device", "cpu"] == commands[1][2:4] and "--gpus-per-trial" not in commands[1]
+    res = gpu_check.main(["--dry", "--out", str(tmp_path)])
+    failed = {k: s["error"] for k, s in res["sections"].items() if s["error"]}
+    assert not failed, failed
+    assert set(res["sections"]) == {
+        "tests",
+        "latency",
+        "table",
+        "channels",
+        "training",
+        "pipeline",
+    }
+    assert all(r["speed_up"] > 1 for r in res["sections"]["latency"]["result"])
+    report = res["sections"]["pipeline"]["result"]["report"]
+    assert report["pruned"]["latency_ms"] > 0 and report["device"]["dtype"] == "bfloat16"
+    with tarfile.open(tmp_path / "gpu-check.tar.gz") as tar:
+        assert {"gpu-check.json", "gpu-check.md"} <= set(tar.getnames())
