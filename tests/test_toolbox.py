@@ -291,3 +291,28 @@ def test_hybrid_mode_adds_magnitude_sparsity_that_survives_fine_tuning(tmp_path:
     assert res.exit_code == 2 and "nothing to search" in res.output
     res = _cli("search", "-c", str(write_config(tmp_path, mode="hybrid")))
     assert res.exit_code == 2 and "sparsity must lie in [0, 1)" in res.output
+
+
+def test_one_device_spec_a_profile_for_another_batch_is_refused(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Profiled at batch 4, searched without --batch: a one-line error naming the profile and
+    the flag that matches it, and nothing measured behind the user's back; with --batch 4 (or
+    --profile) the same search runs."""
+    monkeypatch.chdir(tmp_path)  # hardware_profiles/ is relative to where autoprune runs
+    cfg = write_config(tmp_path, model="resnet8", profile=None)
+    res = _cli(
+        "profile", "-c", str(cfg), "--batch", "4", "--sweep", "", "--no-channel-sweep",
+        "--min-time", "0.02", "--calibration", "2",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    made = tmp_path / "hardware_profiles/cpu-t1-b4-resnet8.json"
+    assert made.is_file() and "reachable: dense" in res.output
+    res = _cli("search", "-c", str(cfg), "--run-dir", str(tmp_path / "run"))
+    assert res.exit_code == 2, res.output
+    line = " ".join(res.output.split())
+    assert "no hardware profile of resnet8 for cpu, 1 thread(s), batch 1" in line
+    assert "--batch 4" in line and "cpu-t1-b4-resnet8.json" in line
+    assert sorted(p.name for p in made.parent.iterdir()) == [made.name]  # nothing new measured
+    res = _cli("search", "-c", str(cfg), "--batch", "4", "--run-dir", str(tmp_path / "run"))
+    assert res.exit_code == 0, res.output
