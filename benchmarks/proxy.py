@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.final_epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=args.final_epochs)
     finals = _finals(bench, policies, recipe, folder)
+    screens = _screens(bench, policies, folder)  # minutes: known before the rungs' hour
     rungs, rung_scores, rung_seconds = _rungs(bench, policies, folder)
-    screens = _screens(bench, policies, folder)
     old = _old_proxy(bench, policies, folder) if args.suite == "cpu-v2" else None
     final_val = [f["val_acc"] for f in finals]
 
