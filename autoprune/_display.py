@@ -3,6 +3,7 @@ Plain text only: names are escaped, so ``pkg.mod:factory`` or ``[x]`` print as w
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,8 +15,9 @@ from rich.markup import escape
 
 from autoprune.records import rule_verdict
 
-out = Console(highlight=False, emoji=False, log_path=False)
-err = Console(stderr=True, highlight=False, emoji=False)
+# Piped or logged output is not wrapped at 80 columns mid-phrase: a line stays one line.
+out = Console(highlight=False, emoji=False, log_path=False, soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=not sys.stderr.isatty())
 
 
 @contextmanager

@@ -314,7 +314,9 @@ def _result(
         device={**profile.describe(), "other_cpus": m.pruned.other_cpus},
         device_fit=history,
         data=data.describe(),
-        recipe=asdict(ws.config.final_finetune) if done else {},
+        # The recipe as it ran: its step count is the schedule's length (epochs × batches when
+        # epochs are set), not the unused ``steps`` default.
+        recipe={**asdict(ws.config.final_finetune), "steps": done.planned} if done else {},
         finetuned=asdict(done) if done else {},
     )
 
@@ -367,10 +369,12 @@ def apply_and_export(
     report("measuring latency", 1, 1)
     result = _result(ws, policy, profile, data, m, pruned, before, history, done)
     if onnx:
-        from autoprune.export import ONNX, export_onnx
+        from autoprune.export import ONNX, export_onnx, onnx_metadata
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        result.onnx_max_abs_diff = export_onnx(pruned, ws.input_shape, out_dir / ONNX)
+        result.onnx_max_abs_diff = export_onnx(
+            pruned, ws.input_shape, out_dir / ONNX, onnx_metadata(policy)
+        )
     result.seconds = time.perf_counter() - start
     result = write_applied(out_dir, policy, pruned, result)
     if onnx:

@@ -31,6 +31,26 @@ app = typer.Typer(
 @app.callback()
 def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
     """Search per-layer pruning ratios under a latency budget measured on your device."""
+    import warnings
+
+    from autoprune.errors import MemorizedValidationWarning
+
+    shown = warnings.showwarning
+
+    def one_line(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, MemorizedValidationWarning):  # ours: one clean line
+            ui.err.print(f"[yellow]warning:[/] {escape(str(message))}")
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
 
 
 @contextmanager

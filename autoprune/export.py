@@ -69,12 +69,58 @@ def load_pruned_model(
     return model.eval()
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> float:
-    """Write ONNX (dynamic batch) and return the max |ONNX − PyTorch| on a random batch of 2."""
+def onnx_metadata(policy: PruningPolicy) -> dict[str, str]:
+    """What a deployment needs to feed the ONNX model and to know which policy it is, as the
+    file's metadata (``custom_metadata_map`` in onnxruntime): input shape, normalization, class
+    names, the model family and the policy itself with its SHA-256."""
+    import hashlib
+    import json
+
+    meta = policy.metadata
+    text = json.dumps(policy.to_dict(), sort_keys=True)
+    shape, classes = model_io(policy)
+    out = {
+        "autoprune.model": policy.model,
+        "autoprune.input_shape": json.dumps([*shape]),
+        "autoprune.num_classes": str(classes),
+        "autoprune.policy_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "autoprune.policy": text,
+    }
+    for key in ("mean", "std", "classes"):
+        if key in meta:
+            out[f"autoprune.{key}"] = json.dumps(meta[key])
+    return out
+
+
+def _with_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Add ``metadata`` to an ONNX file's ``metadata_props`` (in place)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+def export_onnx(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: Path,
+    metadata: dict[str, str] | None = None,
+) -> float:
+    """Write ONNX (dynamic batch, ``metadata`` in the file) and return the max |ONNX − PyTorch|
+    on a random batch of 2."""
     from autoprune.hardware.backends.ort import session, to_onnx
 
     x = torch.randn(2, *input_shape)
-    write_with(path, lambda tmp: to_onnx(model, x, tmp, dynamic_batch=True))
+
+    def write(tmp: Path) -> None:
+        to_onnx(model, x, tmp, dynamic_batch=True)
+        if metadata:
+            _with_metadata(tmp, metadata)
+
+    write_with(path, write)
     got = session(path, threads=1).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():
         want = model.eval()(x).numpy()
@@ -99,15 +145,19 @@ def export_dir(src: Path, dst: Path, *, onnx: bool = True) -> dict[str, Any]:
         if not (src / name).is_file():
             raise PolicyError(f"{src} has no {name}: run `autoprune apply` first")
     rep = json.loads((src / REPORT).read_text())
-    shape, _ = model_io(PruningPolicy.load(src / POLICY))
+    policy = PruningPolicy.load(src / POLICY)
+    shape, _ = model_io(policy)
     model = load_pruned_model(src / POLICY, src / MODEL)
     dst.mkdir(parents=True, exist_ok=True)
     if src.resolve() != dst.resolve():
         for name in (POLICY, MODEL):
             write_with(dst / name, partial(_copy, src / name))
+    # What this export wrote, where: the paths a user copies to the device.
+    files = {"policy": str(dst / POLICY), "model": str(dst / MODEL)}
     if onnx:
-        rep["onnx_max_abs_diff"] = export_onnx(model, shape, dst / ONNX)
-        rep.setdefault("files", {})["onnx"] = str(dst / ONNX)
+        rep["onnx_max_abs_diff"] = export_onnx(model, shape, dst / ONNX, onnx_metadata(policy))
+        files["onnx"] = str(dst / ONNX)
+    rep["files"] = {**files, "report": str(dst / REPORT), "report_md": str(dst / "report.md")}
     write_json(dst / REPORT, rep)
     from autoprune._io import write_text
     from autoprune.report import summary_markdown
@@ -127,4 +177,4 @@ def export(
     return export_dir(src, dst, onnx=onnx)
 
 
-__all__ = ["export", "export_dir", "export_onnx", "load_pruned_model", "model_io"]
+__all__ = ["export", "export_dir", "export_onnx", "load_pruned_model", "model_io", "onnx_metadata"]

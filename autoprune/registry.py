@@ -76,4 +76,19 @@ def _load(path: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["Registry"]
+def import_factory(spec: str, what: str, error: type[Exception] = ConfigError) -> Any:
+    """A user's ``module:factory`` (or ``package.module:factory``), imported from ``sys.path``;
+    a one-line ``error`` that says where the module must be when it cannot be found."""
+    module = spec.partition(":")[0]
+    try:
+        return _load(spec)
+    except ModuleNotFoundError as e:
+        raise error(
+            f"cannot import {what} {spec!r}: {e}; put {module.split('.')[0]}.py (or its "
+            "package) in the folder you run autoprune from, or add its folder to PYTHONPATH"
+        ) from e
+    except (ImportError, AttributeError) as e:
+        raise error(f"cannot import {what} {spec!r}: {e}") from e
+
+
+__all__ = ["Registry", "import_factory"]

@@ -12,7 +12,7 @@ from torch import nn
 from autoprune._device import resolve_device
 from autoprune.budget import LatencyBudget, check_feasible
 from autoprune.config import Config
-from autoprune.data import load_dataset
+from autoprune.data import class_count, load_dataset
 from autoprune.data.splits import Splits
 from autoprune.errors import ConfigError, ProfileError
 from autoprune.evaluate import Evaluator
@@ -263,6 +263,11 @@ class Workspace:
 def build_workspace(cfg: Config) -> Workspace:
     """Build the model, discover its prunable layers and resolve per-layer bounds."""
     spec = model_spec(cfg.model, cfg.num_classes, cfg.input_size or cfg.dataset.image_size)
+    classes = class_count(cfg.dataset)  # before the checkpoint: its error would say less
+    if classes is not None and classes != cfg.num_classes:
+        raise ConfigError(
+            f"the dataset has {classes} classes but num_classes is {cfg.num_classes}"
+        )
     model = build_model(cfg.model, cfg.num_classes, cfg.checkpoint)
     layers = discover(
         model, spec.input_shape, include=cfg.layers.include, exclude=cfg.layers.exclude

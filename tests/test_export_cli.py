@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -84,11 +85,23 @@ def test_search_apply_export_and_resume_rules_through_cli(tmp_path: Path) -> Non
         == 0
     )
     assert len((run / "trials.jsonl").read_text().splitlines()) == 4
-    assert _cli("apply", str(run)).exit_code == 0
-    res = _cli("export", str(run))
-    assert res.exit_code == 0 and (run / "export/model.onnx").is_file()
-    res = _cli("report", str(run))
-    assert res.exit_code == 0, res.output
+    written = {}
+    for args in (("apply", str(run)), ("export", str(run)), ("report", str(run))):
+        res = _cli(*args)
+        assert res.exit_code == 0, res.output
+        written[args[0]] = _printed_paths(res.output, tmp_path)
+    assert (run / "export/model.onnx").is_file()
+    # Every path a command prints after writing exists, and is that command's own output.
+    for command, folder in (("apply", "final"), ("export", "export"), ("report", "report")):
+        paths = written[command]
+        assert paths and {p if p.is_dir() else p.parent for p in paths} == {run / folder}
+        assert all(p.is_dir() or p.stat().st_size > 0 for p in paths), paths
+    onnx_meta = _onnx_metadata(run / "export/model.onnx")
+    policy = json.loads((run / "export/best_policy.json").read_text())
+    assert json.loads(onnx_meta["autoprune.policy"])["ratios"] == policy["ratios"]
+    assert json.loads(onnx_meta["autoprune.input_shape"]) == [3, 32, 32]
+    assert json.loads(onnx_meta["autoprune.mean"]) == policy["metadata"]["mean"]
+    assert len(json.loads(onnx_meta["autoprune.classes"])) == 10
     html = (run / "report/report.html").read_text()
     md = (run / "report/report.md").read_text()
     for fig in ("pareto", "progress", "curves", "layers", "latency"):
@@ -99,6 +112,23 @@ def test_search_apply_export_and_resume_rules_through_cli(tmp_path: Path) -> Non
     # The dense model is scored on every split, validation on test-set images it never saw.
     for label in ("validation (64 test-set images)", "test (1,017 test-set", "holdout (2,000"):
         assert label in md
+
+
+def _printed_paths(output: str, root: Path) -> list[Path]:
+    """Paths under ``root`` that a command printed (one per line, after a label)."""
+    found = []
+    for line in output.splitlines():
+        for word in line.replace("(", " ").replace(")", " ").split():
+            if word.startswith(str(root)):
+                found.append(Path(word.rstrip(".,;:")))
+    return found
+
+
+def _onnx_metadata(path: Path) -> dict[str, str]:
+    import onnxruntime
+
+    sess = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(sess.get_modelmeta().custom_metadata_map)
 
 
 def test_cli_import_stays_light() -> None:

@@ -47,10 +47,23 @@ def load_dataset(cfg: DatasetConfig) -> Splits:
     return DATASETS.get(cfg.name)(cfg)
 
 
+def class_count(cfg: DatasetConfig) -> int | None:
+    """How many classes the dataset has, found without loading it (``None``: only loading
+    tells), so a config's ``num_classes`` is checked before a checkpoint is read."""
+    from pathlib import Path
+
+    if cfg.name == "cifar10":
+        return 10
+    train = Path(cfg.root or "") / "train"
+    if cfg.name == "imagefolder" and cfg.root and train.is_dir():
+        return sum(1 for d in train.iterdir() if d.is_dir())
+    return None
+
+
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'autoprune.data' has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 
-__all__ = ["DATASETS", "load_dataset", *sorted(_EXPORTS)]
+__all__ = ["DATASETS", "class_count", "load_dataset", *sorted(_EXPORTS)]

@@ -21,7 +21,6 @@ N × C × H × W arrays or tensors and integer labels — and optionally ``class
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import warnings
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ import torch
 
 from autoprune.data.splits import Split, Splits, with_normalization
 from autoprune.errors import DataError, MemorizedValidationWarning
+from autoprune.registry import import_factory
 
 if TYPE_CHECKING:
     from autoprune.config import DatasetConfig
@@ -142,12 +142,7 @@ def load(cfg: DatasetConfig) -> Splits:
 
 def load_factory(cfg: DatasetConfig) -> Splits:
     """``package.module:factory`` → :class:`Splits` (see the module docstring)."""
-    module, _, attr = cfg.name.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise DataError(f"cannot import dataset factory {cfg.name!r}: {e}") from e
-    got = factory(cfg)
+    got = import_factory(cfg.name, "dataset factory", DataError)(cfg)
     if not isinstance(got, Mapping) or not {"train", "val"} <= set(got):
         raise DataError(f"dataset factory {cfg.name!r} must return a mapping with train and val")
     parts = {k: _split(*got[k]) for k in ("train", "val", "test", "holdout") if k in got}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from torch import nn
 from autoprune.errors import CheckpointError, ConfigError
 from autoprune.models._entry import ModelEntry
 from autoprune.models.cifar_resnet import CifarResNet, to_prunable_shortcuts
-from autoprune.registry import Registry
+from autoprune.registry import Registry, import_factory
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHARED_PRETRAINED = (
@@ -68,12 +67,7 @@ def _resolve(name: str) -> ModelEntry:
     if name in MODELS:
         return MODELS.get(name)
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError(f"cannot import model factory {name!r}: {e}") from e
-        return ModelEntry(factory)
+        return ModelEntry(import_factory(name, "model factory"))
     if name.startswith("tv:") or name in _torchvision_names():
         return ModelEntry(_torchvision, (3, 224, 224), None, (("name", name.removeprefix("tv:")),))
     known = [*list_models(), "<torchvision name>", "package.module:factory"]

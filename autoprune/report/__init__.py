@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprune._io import write_text
+from autoprune.budget import LatencyBudget
 from autoprune.errors import ConfigError
 from autoprune.hardware.timing import busy_warning
 from autoprune.policy import PruningPolicy, kept_channels
@@ -101,8 +102,9 @@ def add_summary(doc: Document, rep: dict[str, Any]) -> None:
     doc.text(
         f"Device: {dev['name']} ({dev['device']}, {dev['threads']} thread(s), batch "
         f"{dev['batch']}); torch {dev['versions'].get('torch')}. Budget {rep['budget_ms']:.3f} ms"
-        f" — measured {p['latency_ms']:.3f} ms ({'within' if rep['within_budget'] else 'OVER'} "
-        f"budget; prediction error {100 * rep['prediction_error']:+.1f} %)."
+        f" (timed beside the dense model at apply) — measured {p['latency_ms']:.3f} ms "
+        f"({'within' if rep['within_budget'] else 'OVER'} budget; prediction error "
+        f"{100 * rep['prediction_error']:+.1f} %)."
         + (f" **Caution:** {warning}." if (warning := busy_warning(dev.get("other_cpus"))) else "")
     )
     doc.table(
@@ -235,16 +237,37 @@ class _Run:
         return float(self.applied["drift"]) if self.applied else 1.0
 
 
+def budget_text(info: dict[str, Any], applied: dict[str, Any] | None) -> str:
+    """The budget on one time base: the fraction of dense latency and, once applied, the
+    milliseconds measured then (the profile's milliseconds named only where the device has
+    drifted from them by more than 5 %, with what to do about it)."""
+    budget = LatencyBudget.parse(info["budget"])
+    if budget.ms is not None:
+        return f"budget {budget.ms:.3f} ms"
+    share = f"budget {budget.fraction:.0%} of dense latency"
+    if applied is None:
+        return f"{share} ({info['budget_ms']:.3f} ms on the profile's time base)"
+    text = f"{share} ({applied['budget_ms']:.3f} ms as measured by apply)"
+    drift = float(applied.get("drift", 1.0))
+    if abs(drift - 1) > 0.05:
+        text += (
+            f"; the device ran {abs(drift - 1):.0%} {'slower' if drift > 1 else 'faster'} at "
+            f"apply than when profiled (the search's budget read {info['budget_ms']:.3f} ms): "
+            "re-run `autoprune profile` if that lasts"
+        )
+    return text
+
+
 def _intro(doc: Document, run: _Run) -> None:
     states = [r["state"] for r in run.records]
     rungs = run.cfg.fidelity.steps(run.cfg.short_finetune.steps)
     info = run.info
     doc.text(
         f"{len(states)} candidates ({states.count('PRUNED')} stopped early by the pruner, "
-        f"{states.count('FAIL')} failed), budget {info['budget']} = {info['budget_ms']:.3f} ms "
-        f"on {info['device_name']} ({info['device']}, {info['threads']} thread(s), batch "
+        f"{states.count('FAIL')} failed), {budget_text(info, run.applied)}, on "
+        f"{info['device_name']} ({info['device']}, {info['threads']} thread(s), batch "
         f"{info['batch']}); each scored on validation after {' / '.join(map(str, rungs))} "
-        "fine-tune steps while it stayed among the best."
+        "fine-tune steps while it stayed among the best (0: screened, not fine-tuned)."
     )
     if run.applied is not None:
         doc.heading("Result (measured on the device)")

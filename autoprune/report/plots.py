@@ -88,8 +88,11 @@ def plot_pareto(
         )
         front = pareto_front(trials)
         ax.step(*zip(*front, strict=True), where="post", color="C0", lw=1.2, label="Pareto front")
-    if dense:
-        ax.scatter(*dense, marker="*", s=180, color="k", zorder=5, label="dense (measured)")
+    if dense:  # solid black, drawn on top and never clipped at the axes' edge
+        ax.scatter(
+            [dense[0]], [dense[1]], marker="*", s=220, c="black", edgecolors="black",
+            alpha=1.0, zorder=6, clip_on=False, label="dense (measured)",
+        )  # fmt: skip
     if exported:
         ax.scatter(
             *exported,
@@ -101,6 +104,7 @@ def plot_pareto(
         )
     if budget_ms:
         ax.axvline(budget_ms, ls="--", color="C3", alpha=0.6, label="budget")
+    ax.margins(0.08)  # room around the extreme points (the dense model is one)
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title("Accuracy vs latency")
