@@ -22,7 +22,7 @@ demo: $(STAMP)
 CODE := autoprune tests benchmarks examples scripts
 DOCTESTS := autoprune/policy.py autoprune/budget.py autoprune/registry.py autoprune/config.py \
 	autoprune/search/fidelity.py autoprune/search/_base.py autoprune/search/baselines.py \
-	autoprune/records.py
+	autoprune/records.py autoprune/hardware/profiler.py
 
 # What CI runs: lint, type checks (strict on the torch-free core), doctests and the test suite.
 test: lint typecheck

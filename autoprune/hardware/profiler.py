@@ -288,16 +288,34 @@ def channel_period(
 
 def robust_fit(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     """Least squares ``y ≈ features @ coef + offset``, refitted once without outliers (residual
-    beyond 3 robust standard deviations: a measurement caught in a slow window)."""
+    beyond 3 robust standard deviations: a measurement caught in a slow window). Latency grows
+    with every feature, so a coefficient the noise drove below zero is fixed at zero and the
+    rest refitted: a few calibration points timed on a busy machine cannot make the table
+    predict less for a bigger model (or a negative latency).
+
+    >>> X = np.array([[1.0, 5.0], [2.0, 1.0], [3.0, 4.0], [4.0, 2.0]])
+    >>> coef, offset = robust_fit(X, np.array([2.0, 3.0, 4.0, 5.0]))
+    >>> bool(coef.min() >= 0)
+    True
+    """
     X = np.hstack([features, np.ones((len(y), 1))])
+    free = np.ones(features.shape[1], dtype=bool)
     keep = np.ones(len(y), dtype=bool)
-    for _ in range(2):
-        sol, *_ = np.linalg.lstsq(X[keep], y[keep], rcond=None)
-        resid = y - X @ sol
-        mad = 1.4826 * np.median(np.abs(resid[keep] - np.median(resid[keep]))) + 1e-9
-        keep = np.abs(resid) <= 3 * mad
-        if keep.sum() < X.shape[1] + 2:
+    for _ in range(features.shape[1] + 1):
+        cols = np.append(free, True)
+        for _ in range(2):
+            sol = np.zeros(X.shape[1])
+            sol[cols], *_ = np.linalg.lstsq(X[keep][:, cols], y[keep], rcond=None)
+            resid = y - X @ sol
+            mad = 1.4826 * np.median(np.abs(resid[keep] - np.median(resid[keep]))) + 1e-9
+            keep = np.abs(resid) <= 3 * mad
+            if keep.sum() < cols.sum() + 2:
+                keep = np.ones(len(y), dtype=bool)
+                break
+        negative = free & (sol[:-1] < 0)
+        if not negative.any():
             break
+        free &= ~negative
     return sol[:-1], float(sol[-1])
 
 
