@@ -191,7 +191,12 @@ def search(
     cpus_per_trial: float = typer.Option(1.0, help="CPUs each evaluation reserves."),
     gpus_per_trial: float = typer.Option(0.0, help="GPUs each evaluation reserves (0.25 …)."),
     max_retries: int = typer.Option(2, help="Retries of an evaluation whose worker died."),
-    storage: str | None = typer.Option(None, help="Optuna storage URL (default SQLite in run)."),
+    storage: str | None = typer.Option(
+        None,
+        help="Optuna storage: sqlite:///F (default: RUN/study.db), postgresql://… or "
+        "journal:PATH; drivers sharing one join the same study.",
+    ),
+    study: str | None = typer.Option(None, help="Study name drivers sharing --storage join."),
     force: bool = typer.Option(False, help="Use a hardware profile that does not match."),
     sensitivity: Path | None = typer.Option(None, help="Bound layers by a sensitivity.json."),
     max_drop: float = typer.Option(2.0, help="With --sensitivity: points a layer may lose alone."),
@@ -203,7 +208,7 @@ def search(
 
         cfg = _config(config, {
             "budget": budget, "search.searcher": searcher, "search.sampler": sampler,
-            "search.parallel": parallel, "search.seed": seed,
+            "search.parallel": parallel, "search.seed": seed, "search.study": study,
             **_spec(device, threads, batch, runtime, dtype, channels_last, profile),
         })  # fmt: skip
         if sensitivity is not None:
@@ -215,7 +220,7 @@ def search(
         )  # fmt: skip
         live = ui.Live(trials or cfg.search.trials)
         with live.progress() as cb:
-            summary = api.search(cfg, opts, progress=cb, on_result=live.on_result)
+            summary = api.search(cfg, opts, progress=cb, on_result=live.on_result, note=live.note)
         ui.print_summary(summary, run_dir)
 
 

@@ -144,6 +144,9 @@ class SearchConfig:
     space: str = "layer"  # layer: a ratio per layer | stage: per output resolution and coupling
     # optuna: the first trials are these baselines' policies, so TPE starts from them
     warm_start: list[str] = field(default_factory=lambda: ["uniform", "global"])
+    study: str = "autoprune"  # the study name several drivers join (--storage, --study)
+    heartbeat_s: int = 30  # database storage: seconds between a running trial's heartbeats
+    retries: int = 2  # ... and how often a dead driver's trial is queued again
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,10 @@ def _validate_dataset(d: DatasetConfig) -> None:
 
 
 def _validate_search(s: SearchConfig) -> None:
+    if s.heartbeat_s < 1 or s.retries < 0 or not s.study:
+        raise ConfigError(
+            "search.heartbeat_s must be ≥ 1, search.retries ≥ 0 and search.study non-empty"
+        )
     if set(s.warm_start) - {"uniform", "global"}:
         raise ConfigError(f"search.warm_start takes uniform and/or global, got {s.warm_start}")
     if any(r < 1 for r in s.round_to or []):

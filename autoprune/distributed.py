@@ -9,6 +9,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from autoprune.evaluate import Evaluator
@@ -212,10 +213,14 @@ class _Job:
     rung: int
     started: float
     curve: list[tuple[int, float]]
+    scored: bool = False  # this rung's score is in the study
+    stop: bool = False  # ... and the pruner stopped the candidate there
 
 
 class _Driver:
-    """The state of one :func:`run_search`: candidates in flight, keyed by submission."""
+    """The state of one :func:`run_search`: candidates in flight, keyed by submission. Every
+    step that writes to the study may be repeated after a lost connection (see
+    :func:`autoprune.search.storage.retrying`), so each is written to be safe to repeat."""
 
     def __init__(
         self,
@@ -252,32 +257,46 @@ class _Driver:
         self.submit(_Job(prop, 0, time.perf_counter(), []))
 
     def finish(self, job: _Job, state: str, result: EvalResult | None, error: str | None) -> None:
-        """Close the trial, tell the searcher and record the candidate."""
+        """Close the trial (its record stored on it), tell the searcher, record the
+        candidate."""
         values = None
         if result is not None and state == "COMPLETE":
             multi = self.ledger.multi
             values = [result.accuracy, result.predicted_ms] if multi else [result.accuracy]
-        self.ledger.close(job.proposal, state, values)
-        self.searcher.tell(job.proposal, result, error)
         seconds = time.perf_counter() - job.started
-        rec = self.log.write(job.proposal, result, error, seconds, state=state, curve=job.curve)
+        rec = self.log.make(job.proposal, result, error, seconds, state=state, curve=job.curve)
+        self.ledger.close(job.proposal, state, values, record=rec)
+        self.searcher.tell(job.proposal, result, error)
+        self.log.append(rec)
         if self.on_result is not None:
             self.on_result(rec)
 
     def arrived(self, key: int, result: EvalResult | None, error: str | None) -> None:
-        """Handle one finished rung: record it, then promote, stop or finish the candidate."""
-        job = self.jobs.pop(key)
+        """Handle one finished rung: record it, then promote, stop or finish the candidate.
+        The job leaves ``jobs`` only once all of that is done, so a repeat after a lost
+        connection picks up where the first try stopped."""
+        job = self.jobs[key]
         if result is None:
             self.finish(job, "FAIL", None, error)
+            del self.jobs[key]
             return
-        job.curve.append((result.steps, result.accuracy))
-        self.searcher.scored(job.proposal, job.rung, result)
-        stop = self.ledger.report(job.proposal, result.accuracy, result.steps)
-        if job.rung + 1 < len(self.rungs) and not stop:
+        if not job.scored:
+            job.stop = self.ledger.report(job.proposal, result.accuracy, result.steps)
+            job.curve.append((result.steps, result.accuracy))
+            job.scored = True
+            self.searcher.scored(job.proposal, job.rung, result)
+        if job.rung + 1 < len(self.rungs) and not job.stop:
+            del self.jobs[key]
             self.submit(_Job(job.proposal, job.rung + 1, job.started, job.curve))
             return
         last = job.rung + 1 == len(self.rungs)
         self.finish(job, "COMPLETE" if last else "PRUNED", result, None)
+        del self.jobs[key]
+
+    def taken(self) -> int:
+        """Candidates counted towards the search's total: every driver's, in the study, or
+        (a study from before trials kept their records) this run's own."""
+        return max(self.ledger.taken(), len(self.log.records) + len(self.jobs))
 
 
 def run_search(
@@ -291,44 +310,60 @@ def run_search(
     parallel: int = 1,
     seed: int = 0,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> SearchSummary:
-    """Drive ``searcher`` until ``n_trials`` candidates are recorded in ``log`` (resumed ones
-    count).
+    """Drive ``searcher`` until the run's study holds ``n_trials`` candidates (resumed ones, and
+    those of other drivers sharing the study, count).
 
     Each candidate is fine-tuned ``rungs[0]`` steps and scored; while ``ledger``'s pruner lets
     it, it is scored again after ``rungs[1]``, ``rungs[2]``, … steps (default: one rung of
     the evaluator's own length, recorded in an in-memory study). A candidate going on to
     its next rung is resubmitted before new ones are asked for, and up to ``parallel``
     evaluations stay in flight. Each finished candidate (COMPLETE at the last rung, PRUNED
-    earlier, or FAIL) is recorded before the searcher is told. Ctrl-C cancels what is in
-    flight and returns with everything finished saved.
+    earlier, or FAIL) is stored on its trial and recorded before the searcher is told. Where
+    the study keeps heartbeats, this driver sends them for its running trials and fails those
+    of drivers that died (their candidates are queued again). A lost database connection is
+    retried (``note`` hears of it). Ctrl-C cancels what is in flight and returns with
+    everything finished saved.
     """
+    from autoprune.search.storage import retrying
+
     start = time.perf_counter()
     if ledger is None:  # an in-memory study: no pruning, nothing written
         from autoprune.search.fidelity import Ledger, make_pruner
 
         ledger = Ledger(None, make_pruner("none", [1], 2))
-    searcher.attach(ledger.study)
-    ledger.recover(log.records)
+
+    def db(fn: Callable[[], Any]) -> Any:
+        return retrying(fn, note=note)
+
+    db(lambda: searcher.attach(ledger.study, ledger.created, ledger.salt))
+    db(lambda: log.sync(ledger.records()))
+    db(lambda: ledger.recover(log.records))
     searcher.resume(log.records)
     driver = _Driver(searcher, pool, log, ledger, rungs or [None], seed, on_result)
     interrupted = False
+    ledger.start()
     try:
         while True:
-            while len(driver.jobs) < parallel and len(log.records) + len(driver.jobs) < n_trials:
-                prop = searcher.ask()
+            db(ledger.fail_stale)
+            while len(driver.jobs) < parallel and db(driver.taken) < n_trials:
+                prop = db(searcher.ask)
                 if prop is None:
                     break
-                driver.start(prop)
+                db(partial(driver.start, prop))
             if not driver.jobs:
                 break
             key, (result, error) = pool.wait()
-            driver.arrived(key, result, error)
+            db(partial(driver.arrived, key, result, error))
     except KeyboardInterrupt:
         interrupted = True
         pool.cancel_all()
     finally:
+        ledger.stop()
         searcher.close()
+    if not interrupted:  # every driver's candidates, as the study holds them now
+        db(lambda: log.sync(ledger.records()))
     failed = sum(r["state"] == "FAIL" for r in log.records)
     return SearchSummary(
         len(log.records), failed, log.best, time.perf_counter() - start, interrupted, log.records

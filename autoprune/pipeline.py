@@ -4,6 +4,7 @@ profile → search → apply (final fine-tune + re-measure) → export."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,13 +117,31 @@ def open_ledger(
     cfg: Config, run_dir: Path, attrs: dict[str, Any], storage: str | None = None
 ) -> tuple[Any, list[int | None]]:
     """The run's Optuna study (SQLite ``study.db`` in ``run_dir`` unless ``storage`` names
-    another) and the rungs its pruner works on."""
+    another: a database server or journal file several drivers share, as ``search.study``) and
+    the rungs its pruner works on. This driver is named by its host and run directory, so a
+    resumed driver recognises its own trials."""
     from autoprune.search.fidelity import Ledger
+    from autoprune.search.storage import open_storage, retrying
 
     steps, pruner = fidelity_plan(cfg)
     url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
-    multi = cfg.search.searcher == "optuna" and cfg.search.sampler == "nsga2"
-    return Ledger(url, pruner, multi_objective=multi, attrs=attrs), steps
+    # Only the Optuna searcher proposes through the study, so only its trials can be failed
+    # and queued again for another driver to take up; the others run as one driver.
+    optuna_searcher = cfg.search.searcher == "optuna"
+    store = open_storage(
+        url, heartbeat_s=cfg.search.heartbeat_s if optuna_searcher else None,
+        retries=cfg.search.retries,
+    )  # fmt: skip
+    multi = optuna_searcher and cfg.search.sampler == "nsga2"
+    driver = f"{socket.gethostname()}:{run_dir.resolve()}"
+
+    def ledger() -> Any:
+        return Ledger(
+            store, pruner, multi_objective=multi, attrs=attrs, study_name=cfg.search.study,
+            driver=driver,
+        )  # fmt: skip
+
+    return retrying(ledger), steps
 
 
 STUDY_ATTRS = ("model", "searcher", "budget", "budget_ms", "target_ms", "dense_ms", "device_name",
@@ -163,8 +182,10 @@ def search(
     *,
     progress: Progress | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> SearchSummary:
-    """Search per-layer ratios under the latency budget; results land in ``opts.run_dir``."""
+    """Search per-layer ratios under the latency budget; results land in ``opts.run_dir``
+    (``note`` hears of a database connection being retried)."""
     run_dir = opts.run_dir
     # Everything that can be refused is checked before the run directory is touched.
     cfg = _run_config(run_dir, cfg, opts)
@@ -194,7 +215,7 @@ def search(
         try:
             return run_search(
                 searcher, pool, log, cfg.search.trials, ledger=ledger, rungs=rungs,
-                parallel=parallel, seed=cfg.search.seed, on_result=on_result,
+                parallel=parallel, seed=cfg.search.seed, on_result=on_result, note=note,
             )  # fmt: skip
         finally:
             pool.close()

@@ -119,7 +119,7 @@ class TrialLog:
                 continue
         return out
 
-    def write(
+    def make(
         self,
         proposal: Proposal,
         result: EvalResult | None,
@@ -129,8 +129,8 @@ class TrialLog:
         state: str | None = None,
         curve: list[tuple[int, float]] | None = None,
     ) -> dict[str, Any]:
-        """Append one finished candidate: ``state`` COMPLETE (scored at the last rung), PRUNED
-        (stopped early; ``accuracy`` is its last rung's score) or FAIL; ``curve`` holds
+        """One finished candidate's record: ``state`` COMPLETE (scored at the last rung),
+        PRUNED (stopped early; ``accuracy`` is its last rung's score) or FAIL; ``curve`` holds
         (fine-tune steps, validation accuracy) for every rung it finished."""
         state = state or ("COMPLETE" if result is not None else "FAIL")
         rec: dict[str, Any] = {
@@ -159,22 +159,54 @@ class TrialLog:
             rec["error"] = error or "failed"
             if curve:  # the rungs it finished before failing
                 rec["curve"] = [list(p) for p in curve]
+        return rec
+
+    def append(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """Append ``rec`` (fsynced) and update ``best_policy.json`` if it is the best."""
         with _no_interrupt():
             with self.path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
             self.records.append(rec)
-            if state == "COMPLETE" and (
-                self.best is None or rec["accuracy"] > self.best["accuracy"]
-            ):
-                self.best = rec
-                PruningPolicy.from_dict(rec["policy"]).with_metadata(
-                    val_accuracy=rec["accuracy"],
-                    predicted_ms=rec["predicted_ms"],
-                    macs=rec["macs"],
-                ).save(self.best_path)
+            self._consider(rec)
         return rec
+
+    def write(
+        self,
+        proposal: Proposal,
+        result: EvalResult | None,
+        error: str | None,
+        seconds: float,
+        *,
+        state: str | None = None,
+        curve: list[tuple[int, float]] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`make` the record and :meth:`append` it."""
+        return self.append(self.make(proposal, result, error, seconds, state=state, curve=curve))
+
+    def _consider(self, rec: dict[str, Any]) -> None:
+        if rec["state"] == "COMPLETE" and (
+            self.best is None or rec["accuracy"] > self.best["accuracy"]
+        ):
+            self.best = rec
+            PruningPolicy.from_dict(rec["policy"]).with_metadata(
+                val_accuracy=rec["accuracy"],
+                predicted_ms=rec["predicted_ms"],
+                macs=rec["macs"],
+            ).save(self.best_path)
+
+    def sync(self, records: list[dict[str, Any]]) -> int:
+        """Take in the records of a shared study (every driver's): the ones this log lacks are
+        appended, so ``trials.jsonl`` and ``best_policy.json`` agree with the database whichever
+        driver's run directory is read. Returns how many were added."""
+        have = {int(r["trial"]) for r in self.records}
+        new = sorted(
+            (r for r in records if int(r["trial"]) not in have), key=lambda r: int(r["trial"])
+        )
+        for rec in new:
+            self.append(rec)
+        return len(new)
 
 
 def rule_verdict(records: list[dict[str, Any]]) -> str | None:

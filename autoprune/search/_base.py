@@ -107,9 +107,13 @@ class Searcher(ABC):
         """Build from the config's settings for this searcher (default: none needed)."""
         return cls(ctx)
 
-    def attach(self, study: optuna.Study) -> None:  # noqa: B027 - optional hook
+    def attach(  # noqa: B027 - optional hook
+        self, study: optuna.Study, fresh: bool = True, salt: int = 0
+    ) -> None:
         """Receive the run's Optuna study (:class:`autoprune.search.fidelity.Ledger`); a
-        searcher that proposes through Optuna samples from it."""
+        searcher that proposes through Optuna samples from it. ``fresh``: this driver created
+        the study (so it seeds it); ``salt`` tells drivers sharing one study apart (0 for the
+        creator), so their random proposals differ."""
 
     @abstractmethod
     def ask(self) -> Proposal | None:

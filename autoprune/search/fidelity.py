@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
+import threading
 import warnings
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from autoprune.search._base import Proposal
@@ -102,35 +108,64 @@ def make_pruner(
     )
 
 
+def beat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record a heartbeat for ``trial`` now, where the storage keeps them: a trial whose driver
+    dies before the heartbeat thread sees it is then failed like any other."""
+    storage = study._storage
+    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None:
+        storage.record_heartbeat(trial._trial_id)
+
+
 class Ledger:
     """The run's Optuna study: one trial per candidate, its learning curve, and the pruner.
 
+    Several drivers (``autoprune search`` processes, on several machines) may share one study
+    in a database or journal file (:mod:`autoprune.search.storage`): each candidate's finished
+    record is stored on its trial, so any driver can rebuild the run's trial log from the
+    study, and each trial names the driver that runs it. Where the storage keeps heartbeats, a
+    thread sends them for this driver's running trials, and :meth:`fail_stale` fails (and
+    queues again) the trials of drivers that stopped sending them.
+
     Args:
-        storage: SQLAlchemy URL (SQLite in the run directory by default; ``None``: in memory).
+        storage: an Optuna storage or URL (SQLite in the run directory by default; ``None``:
+            in memory).
         pruner: from :func:`make_pruner`.
         multi_objective: accuracy × latency (NSGA-II); Optuna cannot prune those, so their
             candidates are scored at the last rung only.
         attrs: study attributes (budget, dense latency, model, searcher, …).
+        study_name: the study several drivers join.
+        driver: this driver's name, recorded on its trials (default: host and process).
     """
 
     def __init__(
         self,
-        storage: str | None,
+        storage: str | optuna.storages.BaseStorage | None,
         pruner: optuna.pruners.BasePruner,
         *,
         multi_objective: bool = False,
         attrs: Mapping[str, Any] | None = None,
+        study_name: str = STUDY_NAME,
+        driver: str | None = None,
     ) -> None:
         self.multi = multi_objective
+        self.driver = driver or f"{socket.gethostname()}:{os.getpid()}"
+        directions: list[StudyDirection] = [StudyDirection.MAXIMIZE]
+        if multi_objective:
+            directions.append(StudyDirection.MINIMIZE)
+        sampler = optuna.samplers.RandomSampler()  # replaced by an Optuna searcher's own
         with quiet_optuna():
-            self.study = optuna.create_study(
-                storage=storage,
-                study_name=STUDY_NAME,
-                load_if_exists=True,
-                directions=["maximize", "minimize"] if multi_objective else ["maximize"],
-                pruner=pruner,
-                sampler=optuna.samplers.RandomSampler(),  # replaced by an Optuna searcher's own
-            )
+            try:  # the driver that creates the study is the one that seeds it (warm start)
+                self.study = optuna.create_study(
+                    storage=storage, study_name=study_name, directions=directions,
+                    pruner=pruner, sampler=sampler,
+                )  # fmt: skip
+                self.created = True
+            except optuna.exceptions.DuplicatedStudyError:
+                assert storage is not None  # an in-memory study is always new
+                self.study = optuna.load_study(
+                    study_name=study_name, storage=storage, pruner=pruner, sampler=sampler
+                )
+                self.created = False
         with warnings.catch_warnings():  # experimental in Optuna, stable in practice
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names(
@@ -138,7 +173,73 @@ class Ledger:
             )
         for key, value in (attrs or {}).items():
             self.study.set_user_attr(key, value)
+        if self.created:
+            self.study.set_user_attr("created_by", self.driver)
         self._open: dict[int, optuna.Trial] = {}
+        self._beat: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- several drivers ---------------------------------------------------------------------
+    @property
+    def heartbeat_s(self) -> int | None:
+        """Seconds between heartbeats, where the storage keeps them (database servers)."""
+        storage = self.study._storage
+        return storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
+
+    def start(self) -> None:
+        """Send heartbeats for this driver's running trials (storages that keep them)."""
+        if self.heartbeat_s is None or self._beat is not None:
+            return
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeats, daemon=True, name="heartbeat")
+        self._beat.start()
+
+    def stop(self) -> None:
+        if self._beat is not None:
+            self._stop.set()
+            self._beat.join(timeout=10)
+            self._beat = None
+
+    def _heartbeats(self) -> None:
+        storage = self.study._storage
+        assert isinstance(storage, BaseHeartbeat)
+        while not self._stop.wait(self.heartbeat_s or 1):
+            for trial in list(self._open.values()):
+                try:
+                    storage.record_heartbeat(trial._trial_id)
+                except Exception:  # the database is away; the next beat tries again
+                    break
+
+    def fail_stale(self) -> None:
+        """Fail the running trials whose driver stopped sending heartbeats (and queue them
+        again, as the storage's failed-trial callback says)."""
+        if self.heartbeat_s is not None:
+            with quiet_optuna():
+                optuna.storages.fail_stale_trials(self.study)
+
+    @property
+    def salt(self) -> int:
+        """0 for the driver that created the study (also when it resumes), a number of its own
+        for every driver that joined it: their samplers must not draw the same candidates."""
+        if self.study.user_attrs.get("created_by", self.driver) == self.driver:
+            return 0
+        return zlib.crc32(self.driver.encode()) % 100_003 + 1
+
+    def taken(self) -> int:
+        """Candidates finished (with a record) or running, by any driver: what counts towards
+        the search's number of trials. A trial failed because its driver died, and so queued
+        again, does not count; its retry does once it runs."""
+        trials = self.study.get_trials(deepcopy=False)
+        return sum(1 for t in trials if "record" in t.user_attrs or t.state == TrialState.RUNNING)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every finished candidate's record in the study (all drivers'), by trial number."""
+        found = [
+            t.user_attrs["record"]
+            for t in self.study.get_trials(deepcopy=False)
+            if "record" in t.user_attrs
+        ]
+        return sorted(found, key=lambda r: int(r["trial"]))
 
     # -- one candidate -----------------------------------------------------------------------
     def open(self, proposal: Proposal, max_ratio: Mapping[str, float], **attrs: Any) -> None:
@@ -153,41 +254,61 @@ class Ledger:
             self.study.enqueue_trial({n: min(ratios.get(n, 0.0), max_ratio[n]) for n in dists})
             trial = self.study.ask(dists)
             trial.set_user_attr("owner", "ledger")
+        self._open[proposal.trial] = trial
+        beat(self.study, trial)
         trial.set_user_attr("trial", proposal.trial)
+        trial.set_user_attr("driver", self.driver)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        self._open[proposal.trial] = trial
 
     def report(self, proposal: Proposal, value: float, steps: int) -> bool:
         """Record the score after ``steps`` fine-tune steps; ``True`` when the pruner stops it."""
         trial = self._open[proposal.trial]
         if self.multi:
             return False
-        trial.report(value, steps)
+        if steps not in self.study._storage.get_trial(trial._trial_id).intermediate_values:
+            trial.report(value, steps)  # (a retry after a lost connection reports once)
         return trial.should_prune()
 
-    def close(self, proposal: Proposal, state: str, values: list[float] | None = None) -> None:
-        """Finish the trial as ``COMPLETE`` (with ``values``), ``PRUNED`` or ``FAIL``."""
-        trial = self._open.pop(proposal.trial, None)
+    def close(
+        self,
+        proposal: Proposal,
+        state: str,
+        values: list[float] | None = None,
+        record: dict[str, Any] | None = None,
+    ) -> None:
+        """Finish the trial as ``COMPLETE`` (with ``values``), ``PRUNED`` or ``FAIL``, storing
+        the candidate's ``record`` on it (safe to call again after a lost connection)."""
+        trial = self._open.get(proposal.trial)
         if trial is None:
             return
         with quiet_optuna():
-            if state == "COMPLETE":
-                self.study.tell(trial, values)
-            else:
-                self.study.tell(trial, state=TrialState[state])
+            if record is not None:
+                trial.set_user_attr("record", record)
+            try:
+                if state == "COMPLETE":
+                    self.study.tell(trial, values)
+                else:
+                    self.study.tell(trial, state=TrialState[state])
+            except RuntimeError as e:  # told already, before a connection dropped
+                if "finished" not in str(e).lower():
+                    raise
+        self._open.pop(proposal.trial, None)
 
     # -- resume ------------------------------------------------------------------------------
     def recover(self, finished: list[dict[str, Any]]) -> None:
-        """Close trials a killed driver left RUNNING: finish the ones the trial log recorded,
-        fail the rest, and re-queue those an Optuna sampler proposed that had not reported a
-        rung yet (other searchers re-propose their own on resume)."""
+        """Close trials this driver left RUNNING when it was killed: finish the ones the trial
+        log recorded, fail the rest, and re-queue those an Optuna sampler proposed that had not
+        reported a rung yet (other searchers re-propose their own on resume). Other drivers'
+        running trials are theirs (heartbeats fail the dead ones)."""
         with quiet_optuna():
             self._recover(finished)
 
     def _recover(self, finished: list[dict[str, Any]]) -> None:
         by_trial = {int(r["trial"]): r for r in finished}
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("driver", self.driver) != self.driver:
+                continue
             rec = by_trial.get(int(t.user_attrs.get("trial", t.number)))
             if rec is not None and rec["state"] == "COMPLETE":
                 values = (
@@ -205,4 +326,12 @@ class Ledger:
                     self.study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
 
 
-__all__ = ["OBJECTIVE", "STUDY_NAME", "Ledger", "RungPruner", "make_pruner", "rung_steps"]
+__all__ = [
+    "OBJECTIVE",
+    "STUDY_NAME",
+    "Ledger",
+    "RungPruner",
+    "beat",
+    "make_pruner",
+    "rung_steps",
+]

@@ -15,6 +15,7 @@ from autoprune.budget import violation
 from autoprune.policy import PruningPolicy
 from autoprune.records import EvalResult
 from autoprune.search._base import Proposal, SearchContext, Searcher
+from autoprune.search.fidelity import beat
 
 if TYPE_CHECKING:
     from autoprune.config import Config
@@ -86,13 +87,15 @@ class OptunaSearcher(Searcher):
         s = cfg.search
         return cls(ctx, s.sampler, s.startup_trials, warm_start=s.warm_start)
 
-    def attach(self, study: optuna.Study) -> None:
+    def attach(self, study: optuna.Study, fresh: bool = True, salt: int = 0) -> None:
         # A resumed study gets a sampler seeded past its history: re-seeding with the original
-        # seed would replay the first (random start-up) proposals and evaluate them twice.
+        # seed would replay the first (random start-up) proposals and evaluate them twice; a
+        # second driver joining the study gets its own seed for the same reason.
         n = len(study.get_trials(deepcopy=False))
-        study.sampler = make_sampler(self.kind, self.ctx.seed + n, self.startup_trials)
+        seed = self.ctx.seed + n + 7919 * salt
+        study.sampler = make_sampler(self.kind, seed, self.startup_trials)
         self.study = study
-        if n == 0:  # a new study: queue the baselines' policies first
+        if fresh and n == 0:  # a new study: queue the baselines' policies first
             for name in self.warm_start:
                 study.enqueue_trial(self.baseline_params(name), user_attrs={"warm_start": name})
 
@@ -108,6 +111,7 @@ class OptunaSearcher(Searcher):
         if self.study is None:
             raise RuntimeError("OptunaSearcher needs the run's study: call attach() first")
         trial = self.study.ask()
+        beat(self.study, trial)  # a trial left half-made by a lost connection goes stale
         params = {d: trial.suggest_float(d, 0.0, self.ctx.dim_bound(d)) for d in self.ctx.dims}
         raw = self.ctx.expand(params)
         meta = {"searcher": f"optuna-{self.kind}", "trial": trial.number}
