@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck format bench-latency clean
+.PHONY: install demo test lint typecheck format bench-latency clean postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,15 @@ demo: $(STAMP)
 CODE := autoprune tests benchmarks examples scripts
 DOCTESTS := autoprune/policy.py autoprune/budget.py autoprune/registry.py autoprune/config.py \
 	autoprune/search/fidelity.py autoprune/search/_base.py autoprune/search/baselines.py \
-	autoprune/records.py autoprune/hardware/profiler.py
+	autoprune/records.py autoprune/hardware/profiler.py autoprune/search/storage.py
 
 # What CI runs: lint, type checks (strict on the torch-free core), doctests and the test suite.
-test: lint typecheck
+# The cluster tests start a real PostgreSQL server: its Debian package is installed if missing.
+test: lint typecheck postgres
 	RAY_AUTH_MODE=disabled $(BIN)/pytest -q --durations=10 --doctest-modules tests $(DOCTESTS)
+
+postgres:
+	@sh scripts/ensure_postgres.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(CODE)

@@ -50,11 +50,14 @@ def profile(
     return measured, path
 
 
-def report(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and the plots of a search run; returns their paths."""
+def report(
+    run_dir: str | Path, out: str | Path | None = None, storage: str | None = None
+) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and the plots of a search run; returns their paths
+    (a run sharing its study with other drivers reads theirs from ``storage`` first)."""
     from autoprune.report import build_report
 
-    return build_report(Path(run_dir), Path(out) if out else None)
+    return build_report(Path(run_dir), Path(out) if out else None, storage)
 
 
 __all__ = [

@@ -286,6 +286,9 @@ def report(
     ctx: typer.Context,
     run_dir: Path = typer.Argument(..., help="A search run directory."),
     out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/report)."),
+    storage: str | None = typer.Option(
+        None, help="The shared study's storage URL, with its password (default: the run's)."
+    ),
 ) -> None:
     """Write report.md and a self-contained report.html with plots.
 
@@ -294,7 +297,7 @@ def report(
     with _errors(ctx):
         from autoprune import api
 
-        for kind, path in api.report(run_dir, out_dir).items():
+        for kind, path in api.report(run_dir, out_dir, storage).items():
             ui.out.print(escape(f"  {kind}: {path}"))
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import optuna
+
 from autoprune.evaluate import Evaluator
 from autoprune.policy import PruningPolicy
 from autoprune.records import EvalResult, TrialLog
@@ -299,6 +301,27 @@ class _Driver:
         return max(self.ledger.taken(), len(self.log.records) + len(self.jobs))
 
 
+def lost(
+    step: Callable[[], None],
+    driver: _Driver,
+    key: int | None,
+    prop: Proposal | None,
+    note: Callable[[str], None] | None,
+) -> None:
+    """Run one driver step (retrying through a lost connection); if another driver has failed
+    the candidate's trial meanwhile (its heartbeats stopped reaching the database for longer
+    than the grace period), drop it: the trial was queued again for some driver to take up."""
+    from autoprune.search.storage import retrying
+
+    try:
+        retrying(step, note=note)
+    except optuna.exceptions.UpdateFinishedTrialError as e:
+        job = driver.jobs.pop(key, None) if key is not None else None
+        driver.ledger.forget(job.proposal if job is not None else prop)
+        if note is not None:
+            note(f"a candidate was given up: {str(e).splitlines()[0]} (queued again)")
+
+
 def run_search(
     searcher: Searcher,
     pool: Pool,
@@ -348,14 +371,17 @@ def run_search(
         while True:
             db(ledger.fail_stale)
             while len(driver.jobs) < parallel and db(driver.taken) < n_trials:
-                prop = db(searcher.ask)
+                try:
+                    prop = db(searcher.ask)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # failed as stale while being made (a stalled driver): ask again
                 if prop is None:
                     break
-                db(partial(driver.start, prop))
+                lost(partial(driver.start, prop), driver, None, prop, note)
             if not driver.jobs:
                 break
             key, (result, error) = pool.wait()
-            db(partial(driver.arrived, key, result, error))
+            lost(partial(driver.arrived, key, result, error), driver, key, None, note)
     except KeyboardInterrupt:
         interrupted = True
         pool.cancel_all()

@@ -22,6 +22,7 @@ from autoprune.errors import ConfigError, PolicyError, ProfileError
 from autoprune.hardware import HardwareProfile
 from autoprune.records import BEST, RunLock, TrialLog
 from autoprune.search import make_searcher
+from autoprune.search.storage import masked
 from autoprune.workspace import Workspace, build_workspace
 
 Progress = Callable[[str, int, int], None]
@@ -155,11 +156,15 @@ def _run_info(
     profile: HardwareProfile,
     path: Path,
     budget_ms: float,
+    storage: str | None = None,
 ) -> dict[str, Any]:
-    """What ``search.json`` records about a search: the budget, the device, the data, the space."""
+    """What ``search.json`` records about a search: the budget, the device, the data, the space,
+    and the shared storage the study lives in (its URL without a password)."""
     return {
         "model": cfg.model,
         "searcher": cfg.search.searcher,
+        "storage": None if storage is None else masked(storage),  # a shared study, if any
+        "study": cfg.search.study,
         "budget": cfg.budget,
         "budget_ms": budget_ms,
         "target_ms": budget_ms * (1 - cfg.budget_margin),
@@ -201,7 +206,7 @@ def search(
     with RunLock(run_dir):
         if not opts.resume:
             write_text(run_dir / RUN_CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        info = _run_info(cfg, ws, data, profile, profile_path, budget_ms)
+        info = _run_info(cfg, ws, data, profile, profile_path, budget_ms, opts.storage)
         write_json(run_dir / RUN_INFO, info)
         attrs = {k: info[k] for k in STUDY_ATTRS}
         ledger, rungs = open_ledger(cfg, run_dir, attrs, opts.storage)

@@ -88,6 +88,12 @@ class RunLock:
             self._fd = None
 
 
+def _rank(rec: dict[str, Any]) -> tuple[float, int]:
+    """Best first: the most accurate, and of equals the earliest trial, so every driver of a
+    shared study picks the same one whatever order its log holds them in."""
+    return float(rec["accuracy"]), -int(rec["trial"])
+
+
 class TrialLog:
     """Append-only JSONL of finished trials; each line is flushed and fsynced before the next
     trial.
@@ -102,9 +108,7 @@ class TrialLog:
         self.searcher = searcher
         self.records = self.read(self.path)
         self.best = max(
-            (r for r in self.records if r["state"] == "COMPLETE"),
-            key=lambda r: r["accuracy"],
-            default=None,
+            (r for r in self.records if r["state"] == "COMPLETE"), key=_rank, default=None
         )
 
     @staticmethod
@@ -186,9 +190,7 @@ class TrialLog:
         return self.append(self.make(proposal, result, error, seconds, state=state, curve=curve))
 
     def _consider(self, rec: dict[str, Any]) -> None:
-        if rec["state"] == "COMPLETE" and (
-            self.best is None or rec["accuracy"] > self.best["accuracy"]
-        ):
+        if rec["state"] == "COMPLETE" and (self.best is None or _rank(rec) > _rank(self.best)):
             self.best = rec
             PruningPolicy.from_dict(rec["policy"]).with_metadata(
                 val_accuracy=rec["accuracy"],

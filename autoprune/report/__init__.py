@@ -348,14 +348,40 @@ def _device_section(
     doc.image(files["latency"], "Predicted vs measured whole-model latency.")
 
 
-def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
+def _sync(run_dir: Path, info: dict[str, Any], storage: str | None) -> None:
+    """A run whose study several drivers share: take in their candidates first, so the report
+    agrees with the database (``storage`` gives the URL with its password, where the run's
+    record has none)."""
+    from autoprune.search.storage import is_shared, sync_run
+
+    url = storage or info.get("storage")
+    if not is_shared(url):
+        return
+    assert url is not None
+    try:
+        sync_run(run_dir, url, info.get("study", "autoprune"))
+    except Exception as e:  # the report still renders what this driver has
+        import warnings
+
+        warnings.warn(
+            f"could not read the shared study ({type(e).__name__}); reporting this "
+            "driver's trials only",
+            stacklevel=2,
+        )
+
+
+def build_report(
+    run_dir: Path, out_dir: Path | None = None, storage: str | None = None
+) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and the PNG figures for a search run into ``out_dir``
-    (default ``RUN_DIR/report``); return their paths."""
+    (default ``RUN_DIR/report``); return their paths. A run sharing its study with other
+    drivers first takes in their candidates from ``storage`` (default: the run's record)."""
     from autoprune.pipeline import load_run
     from autoprune.records import TRIALS, TrialLog
     from autoprune.sensitivity import SensitivityResult
 
     cfg, info = load_run(run_dir)
+    _sync(run_dir, info, storage)
     records = TrialLog.read(run_dir / TRIALS)
     if not records:
         raise ConfigError(f"{run_dir} has no finished trials to report on")

@@ -15,6 +15,7 @@ every search live.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -45,7 +46,9 @@ def quiet_optuna() -> Iterator[None]:
     before = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():  # we send heartbeats ourselves, outside optimize()
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            yield
     finally:
         optuna.logging.set_verbosity(before)
 
@@ -208,14 +211,28 @@ class Ledger:
                 try:
                     storage.record_heartbeat(trial._trial_id)
                 except Exception:  # the database is away; the next beat tries again
-                    break
+                    continue
 
     def fail_stale(self) -> None:
         """Fail the running trials whose driver stopped sending heartbeats (and queue them
-        again, as the storage's failed-trial callback says)."""
-        if self.heartbeat_s is not None:
-            with quiet_optuna():
-                optuna.storages.fail_stale_trials(self.study)
+        again, as the storage's failed-trial callback says). A trial whose driver died between
+        asking for it and its first heartbeat has none to go stale: one still unclaimed (no
+        driver named on it) ten heartbeats after it started is failed and queued again too."""
+        beat = self.heartbeat_s
+        if beat is None:
+            return
+        with quiet_optuna(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+        cutoff = datetime.datetime.now() - datetime.timedelta(seconds=10 * beat)
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if "driver" in t.user_attrs or t.datetime_start is None or t.datetime_start > cutoff:
+                continue
+            try:
+                self.study.tell(t.number, state=TrialState.FAIL)
+            except RuntimeError:  # another driver got there first
+                continue
+            self.study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
 
     @property
     def salt(self) -> int:
@@ -252,7 +269,8 @@ class Ledger:
                 n: FloatDistribution(0.0, max(max_ratio[n], 1e-9)) for n in max_ratio
             }
             self.study.enqueue_trial({n: min(ratios.get(n, 0.0), max_ratio[n]) for n in dists})
-            trial = self.study.ask(dists)
+            with quiet_optuna():
+                trial = self.study.ask(dists)
             trial.set_user_attr("owner", "ledger")
         self._open[proposal.trial] = trial
         beat(self.study, trial)
@@ -260,6 +278,11 @@ class Ledger:
         trial.set_user_attr("driver", self.driver)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
+
+    def forget(self, proposal: Proposal | None) -> None:
+        """Stop tracking a candidate another driver failed (its trial was queued again)."""
+        if proposal is not None:
+            self._open.pop(proposal.trial, None)
 
     def report(self, proposal: Proposal, value: float, steps: int) -> bool:
         """Record the score after ``steps`` fine-tune steps; ``True`` when the pruner stops it."""
@@ -306,8 +329,11 @@ class Ledger:
 
     def _recover(self, finished: list[dict[str, Any]]) -> None:
         by_trial = {int(r["trial"]): r for r in finished}
+        # Trials name their driver; in a study from before they did, every trial was ours.
+        legacy = "created_by" not in self.study.user_attrs
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("driver", self.driver) != self.driver:
+            owner = t.user_attrs.get("driver", self.driver if legacy else None)
+            if owner != self.driver:
                 continue
             rec = by_trial.get(int(t.user_attrs.get("trial", t.number)))
             if rec is not None and rec["state"] == "COMPLETE":

@@ -15,7 +15,7 @@ from autoprune.budget import violation
 from autoprune.policy import PruningPolicy
 from autoprune.records import EvalResult
 from autoprune.search._base import Proposal, SearchContext, Searcher
-from autoprune.search.fidelity import beat
+from autoprune.search.fidelity import beat, quiet_optuna
 
 if TYPE_CHECKING:
     from autoprune.config import Config
@@ -110,7 +110,8 @@ class OptunaSearcher(Searcher):
     def ask(self) -> Proposal | None:
         if self.study is None:
             raise RuntimeError("OptunaSearcher needs the run's study: call attach() first")
-        trial = self.study.ask()
+        with quiet_optuna():
+            trial = self.study.ask()
         beat(self.study, trial)  # a trial left half-made by a lost connection goes stale
         params = {d: trial.suggest_float(d, 0.0, self.ctx.dim_bound(d)) for d in self.ctx.dims}
         raw = self.ctx.expand(params)

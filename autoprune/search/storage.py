@@ -10,7 +10,9 @@ dead driver's trials are failed and retried), or Optuna's journal file on a shar
 
 from __future__ import annotations
 
+import re
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,8 +54,8 @@ def open_storage(
     On a database server, every running trial sends a heartbeat each ``heartbeat_s`` seconds;
     a trial whose heartbeat stopped for twice that long (its driver died) is failed by the next
     driver that looks, and queued again up to ``retries`` times
-    (:class:`optuna.storages.RetryFailedTrialCallback`). Connections are checked before use,
-    so drivers ride out a database restart.
+    (:class:`optuna.storages.RetryHeartbeatStaleTrialCallback`). Connections are checked before
+    use, so drivers ride out a database restart.
     """
     if url is None:
         return None
@@ -65,19 +67,48 @@ def open_storage(
             raise ConfigError(f"journal storage folder {path.parent} does not exist")
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     kwargs: dict[str, Any] = {"engine_kwargs": {"pool_pre_ping": True}}
-    if is_server(url) and heartbeat_s:
-        kwargs.update(
-            heartbeat_interval=heartbeat_s,
-            grace_period=2 * heartbeat_s,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=retries),
-        )
-    try:
-        return optuna.storages.RDBStorage(normalize(url), **kwargs)
-    except ModuleNotFoundError as e:
-        raise ConfigError(
-            f"storage {url.split('@')[-1]!r} needs a database driver: {e} "
-            '(for PostgreSQL: pip install "psycopg[binary]")'
-        ) from e
+    with warnings.catch_warnings():  # heartbeats are experimental in Optuna, stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if is_server(url) and heartbeat_s:
+            kwargs.update(
+                heartbeat_interval=heartbeat_s,
+                grace_period=2 * heartbeat_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=retries
+                ),
+            )
+        try:
+            return optuna.storages.RDBStorage(normalize(url), **kwargs)
+        except ModuleNotFoundError as e:
+            raise ConfigError(
+                f"storage {url.split('@')[-1]!r} needs a database driver: {e} "
+                '(for PostgreSQL: pip install "psycopg[binary]")'
+            ) from e
+
+
+def masked(url: str) -> str:
+    """``url`` without its password, for records (a password belongs in ~/.pgpass or the
+    command line, not in a run directory).
+
+    >>> masked("postgresql://me:secret@db:5432/x")
+    'postgresql://me@db:5432/x'
+    """
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1@", url)
+
+
+def sync_run(run_dir: Path, url: str, study: str) -> int:
+    """Bring ``run_dir``'s trial log and best policy up to date with the shared study
+    (every driver's candidates); returns how many records were added."""
+    from autoprune.records import TrialLog
+    from autoprune.search.fidelity import quiet_optuna
+
+    store = open_storage(url)
+    assert store is not None
+    with quiet_optuna():
+        found = optuna.load_study(study_name=study, storage=store)
+    records = [t.user_attrs["record"] for t in found.get_trials(deepcopy=False)
+               if "record" in t.user_attrs]  # fmt: skip
+    return TrialLog(run_dir, "").sync(records)
 
 
 def transient(e: BaseException) -> bool:
@@ -114,8 +145,10 @@ __all__ = [
     "JOURNAL",
     "is_server",
     "is_shared",
+    "masked",
     "normalize",
     "open_storage",
     "retrying",
+    "sync_run",
     "transient",
 ]
