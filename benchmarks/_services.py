@@ -1,14 +1,17 @@
-"""A real PostgreSQL server for the cluster tests, on 127.0.0.1 in a temporary directory:
-Debian's ``postgresql`` binaries (``make test`` installs the package where it is missing), run
-as the ``postgres`` user when the tests run as root (``initdb`` refuses root)."""
+"""Real services for the cluster tests and benchmark, on this machine: a PostgreSQL server on
+127.0.0.1 in a temporary directory (Debian's ``postgresql`` binaries, which ``make test``
+installs where they are missing, run as the ``postgres`` user when started by root, since
+``initdb`` refuses root), and a Ray cluster head (``ray start --head``)."""
 
 from __future__ import annotations
 
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +57,7 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, tool: str, *args: str) -> None:
+        assert self.bin is not None
         cmd = [*self.as_user, str(self.bin / tool), *args]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode:
@@ -83,12 +87,31 @@ class PostgresServer:
             shutil.rmtree(self.own, ignore_errors=True)
 
 
-def start_or_skip(root: Path) -> PostgresServer:
-    """A running server, or a one-line pytest skip saying why there is none."""
-    import pytest
+class RayHead:
+    """``ray start --head --block`` on a free port with ``cpus`` CPUs; :attr:`address` is what
+    ``--address`` takes. :meth:`stop` stops this head only (``ray stop`` would stop every Ray
+    on the machine)."""
 
-    try:
-        return PostgresServer(root)
-    except (RuntimeError, OSError) as e:
-        pytest.skip(f"no PostgreSQL server here: {e}")
-        raise  # unreachable: skip raises
+    def __init__(self, cpus: int, timeout_s: float = 90.0) -> None:
+        self.address = f"127.0.0.1:{_free_port()}"
+        ray = str(Path(sys.executable).parent / "ray")
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        self.proc = subprocess.Popen(
+            [ray, "start", "--head", "--block", f"--port={self.address.split(':')[1]}",
+             f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        status = [ray, "status", f"--address={self.address}"]
+        while subprocess.run(status, env=self.env, capture_output=True, check=False).returncode:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("could not start a Ray cluster head")
+            time.sleep(1)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
