@@ -300,6 +300,26 @@ class _Driver:
         (a study from before trials kept their records) this run's own."""
         return max(self.ledger.taken(), len(self.log.records) + len(self.jobs))
 
+    def run(self, n_trials: int, parallel: int, note: Callable[[str], None] | None) -> None:
+        """Ask and submit until ``n_trials`` are taken and nothing is in flight; handle each
+        rung as it arrives. Dead drivers' trials are failed along the way."""
+        from autoprune.search.storage import retrying
+
+        while True:
+            retrying(self.ledger.fail_stale, note=note)
+            while len(self.jobs) < parallel and retrying(self.taken, note=note) < n_trials:
+                try:
+                    prop = retrying(self.searcher.ask, note=note)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # failed as stale while being made (a stalled driver): ask again
+                if prop is None:
+                    break
+                lost(partial(self.start, prop), self, None, prop, note)
+            if not self.jobs:
+                return
+            key, (result, error) = self.pool.wait()
+            lost(partial(self.arrived, key, result, error), self, key, None, note)
+
 
 def lost(
     step: Callable[[], None],
@@ -368,20 +388,7 @@ def run_search(
     interrupted = False
     ledger.start()
     try:
-        while True:
-            db(ledger.fail_stale)
-            while len(driver.jobs) < parallel and db(driver.taken) < n_trials:
-                try:
-                    prop = db(searcher.ask)
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    continue  # failed as stale while being made (a stalled driver): ask again
-                if prop is None:
-                    break
-                lost(partial(driver.start, prop), driver, None, prop, note)
-            if not driver.jobs:
-                break
-            key, (result, error) = pool.wait()
-            lost(partial(driver.arrived, key, result, error), driver, key, None, note)
+        driver.run(n_trials, parallel, note)
     except KeyboardInterrupt:
         interrupted = True
         pool.cancel_all()

@@ -156,28 +156,19 @@ def finetune(
     opt, sched = _optimizer(model, cfg, total, device)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and _scaled(device))
     model.train()
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []  # on the device: read back only when reported
+    every = 25 if device.type == "cuda" else 1  # each read-back waits for the GPU
     step, epoch = 0, 0
     while step < total:
         for idx, x, y, flip in train.indexed_batches(
             cfg.batch_size, shuffle=True, augment=cfg.augment, seed=seed + epoch
         ):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, cfg.amp):
-                logits = model(x)
-                target = targets(idx, flip, x) if targets else None
-            loss = distill_loss(logits.float(), y, None if target is None else target.float(), cfg)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            losses.append(float(loss.detach()))
+            loss = _loss(model, x, y, (idx, flip), targets, cfg, device)
+            _update(loss, opt, sched, scaler)
+            losses.append(loss.detach())
             step += 1
-            if progress is not None:
-                progress(step, total, losses[-1])
+            if progress is not None and (step % every == 0 or step == total):
+                progress(step, total, float(losses[-1]))
             if stopper is not None and step % check == 0 and stopper.stop(step):
                 total = step
             if step >= total:
@@ -187,7 +178,37 @@ def finetune(
     if stopper is not None:
         kept, val_acc = stopper.finish(step, checked=step % check == 0)
     model.eval()
-    return FinetuneResult(sum(losses[-20:]) / len(losses[-20:]), step, planned, kept, val_acc)
+    last = float(torch.stack(losses[-20:]).mean())
+    return FinetuneResult(last, step, planned, kept, val_acc)
+
+
+def _loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    where: tuple[torch.Tensor, torch.Tensor],
+    targets: Teacher | None,
+    cfg: FinetuneConfig,
+    device: torch.device,
+) -> torch.Tensor:
+    """The distillation loss of one batch (``where``: the images' indices and flips, for the
+    teacher's cached logits), in the recipe's precision and memory format."""
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, cfg.amp):
+        logits = model(x)
+        target = targets(*where, x) if targets else None
+    return distill_loss(logits.float(), y, None if target is None else target.float(), cfg)
+
+
+def _update(loss: torch.Tensor, opt: Any, sched: Any, scaler: torch.amp.GradScaler) -> None:
+    """One optimizer step on ``loss`` (scaled where float16 needs it) and the schedule's."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
 
 
 def _scaled(device: torch.device) -> bool:

@@ -73,6 +73,68 @@ def _solve(
     return w[:, :-1], w[:, -1]
 
 
+Targets = dict[str, torch.Tensor]
+Where = dict[str, torch.Tensor | None]
+
+
+def _dense_targets(
+    dense: nn.Module, names: list[str], images: torch.Tensor, kept: Kept, positions: int, seed: int
+) -> tuple[Targets, Where]:
+    """One dense forward pass: each named layer's outputs at its kept channels, at
+    ``positions`` sampled output positions per image (convs), and where those positions are."""
+    gen = torch.Generator().manual_seed(seed)
+    where: Where = {}
+    targets: Targets = {}
+
+    def grab(name: str):
+        def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            pos = None
+            if out.dim() == 4:
+                area = out.shape[2] * out.shape[3]
+                pos = torch.randint(area, (out.shape[0], min(positions, area)), generator=gen)
+            where[name] = pos
+            idx = torch.as_tensor(list(kept[name])) if name in kept else None
+            y = out if idx is None else out.index_select(1, idx)
+            targets[name] = _targets(y, pos)
+
+        return hook
+
+    handles = [dense.get_submodule(n).register_forward_hook(grab(n)) for n in names]
+    try:
+        dense(images)
+    finally:
+        for h in handles:
+            h.remove()
+    return targets, where
+
+
+def _refit_in_order(
+    pruned: nn.Module, names: list[str], images: torch.Tensor, targets: Targets, where: Where,
+    ridge: float,
+) -> None:  # fmt: skip
+    """One pruned forward pass in which each named layer, just before it runs, is refitted on
+    the inputs it actually receives (upstream layers already refitted)."""
+    modules = dict(pruned.named_modules())
+
+    def refit(name: str):
+        def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
+            assert isinstance(mod, (nn.Conv2d, nn.Linear))
+            weight, bias = mod.weight, mod.bias
+            w, b = _solve(_rows(inp[0], mod, where[name]), targets[name], weight, bias, ridge)
+            weight.copy_(w.reshape(weight.shape).to(weight.dtype))
+            if b is not None and bias is not None:
+                bias.copy_(b.to(bias.dtype))
+
+        return hook
+
+    handles = [modules[n].register_forward_pre_hook(refit(n)) for n in names]
+    try:
+        pruned(images)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
 def reconstruct(
     pruned: nn.Module,
@@ -100,47 +162,8 @@ def reconstruct(
     pruned.eval()
     modules = dict(pruned.named_modules())
     names = [n for n, m in dense.named_modules() if _fittable(m) and _fittable(modules.get(n))]
-    gen = torch.Generator().manual_seed(seed)
-    where: dict[str, torch.Tensor | None] = {}
-    targets: dict[str, torch.Tensor] = {}
-
-    def grab(name: str):
-        def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            pos = None
-            if out.dim() == 4:
-                area = out.shape[2] * out.shape[3]
-                pos = torch.randint(area, (out.shape[0], min(positions, area)), generator=gen)
-            where[name] = pos
-            idx = torch.as_tensor(list(kept[name])) if name in kept else None
-            y = out if idx is None else out.index_select(1, idx)
-            targets[name] = _targets(y, pos)
-
-        return hook
-
-    handles = [dense.get_submodule(n).register_forward_hook(grab(n)) for n in names]
-    try:
-        dense(images)
-    finally:
-        for h in handles:
-            h.remove()
-
-    def refit(name: str):
-        def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
-            assert isinstance(mod, (nn.Conv2d, nn.Linear))
-            weight, bias = mod.weight, mod.bias
-            w, b = _solve(_rows(inp[0], mod, where[name]), targets[name], weight, bias, ridge)
-            weight.copy_(w.reshape(weight.shape).to(weight.dtype))
-            if b is not None and bias is not None:
-                bias.copy_(b.to(bias.dtype))
-
-        return hook
-
-    handles = [modules[n].register_forward_pre_hook(refit(n)) for n in names]
-    try:
-        pruned(images)
-    finally:
-        for h in handles:
-            h.remove()
+    targets, where = _dense_targets(dense, names, images, kept, positions, seed)
+    _refit_in_order(pruned, names, images, targets, where, ridge)
     return len(names)
 
 
