@@ -105,6 +105,7 @@ ChannelsLastOpt = typer.Option(
     None, "--channels-last/--contiguous", help="Memory format timed (default: the config's)."
 )
 ProfileOpt = typer.Option(None, "--profile", help="The hardware profile JSON to use.")
+SearcherOpt = typer.Option(None, help="optuna | amc | random | uniform | global | lamp.")
 
 
 def _spec(
@@ -170,9 +171,7 @@ def search(
     ctx: typer.Context,
     config: Path | None = ConfigOpt,
     budget: str | None = typer.Option(None, help="Latency budget: 0.5, 50% or 2.5ms."),
-    searcher: str | None = typer.Option(
-        None, help="optuna | amc | random | uniform | global | lamp."
-    ),
+    searcher: str | None = SearcherOpt,
     sampler: str | None = typer.Option(None, help="Optuna sampler: tpe | nsga2 | cmaes | random."),
     device: str | None = DeviceOpt,
     threads: int | None = ThreadsOpt,
@@ -323,9 +322,7 @@ def demo(
     run_dir: Path = typer.Option(Path("runs/demo"), help="Where the demo writes its run."),
     trials: int | None = typer.Option(None, help="Candidates (default: the config's, 10)."),
     parallel: int | None = typer.Option(None, help="Evaluations in flight (Ray workers)."),
-    searcher: str | None = typer.Option(
-        None, help="optuna | amc | random | uniform | global | lamp."
-    ),
+    searcher: str | None = SearcherOpt,
     budget: str | None = typer.Option(None, help="Latency budget (default: the config's, 0.8)."),
     device: str | None = DeviceOpt,
     threads: int | None = ThreadsOpt,

@@ -176,18 +176,9 @@ class TrialLog:
             self._consider(rec)
         return rec
 
-    def write(
-        self,
-        proposal: Proposal,
-        result: EvalResult | None,
-        error: str | None,
-        seconds: float,
-        *,
-        state: str | None = None,
-        curve: list[tuple[int, float]] | None = None,
-    ) -> dict[str, Any]:
-        """:meth:`make` the record and :meth:`append` it."""
-        return self.append(self.make(proposal, result, error, seconds, state=state, curve=curve))
+    def write(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`make` the record (same arguments) and :meth:`append` it."""
+        return self.append(self.make(*args, **kwargs))
 
     def _consider(self, rec: dict[str, Any]) -> None:
         if rec["state"] == "COMPLETE" and (self.best is None or _rank(rec) > _rank(self.best)):

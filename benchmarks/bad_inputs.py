@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from autoprune.config import set_dotted
+
 REPO = Path(__file__).resolve().parent.parent
 
 Invoke = Callable[[list[str]], tuple[int, list[str]]]
@@ -43,12 +45,7 @@ def config(tmp: Path, name: str = "ok", **changes: object) -> str:
     cfg["search"].update(trials=2, parallel=1)
     cfg["short_finetune"].update(steps=1, batch_size=16)
     cfg["fidelity"] = {"min_steps": None}
-    for key, value in changes.items():
-        node = cfg
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
+    set_dotted(cfg, changes)
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)

@@ -35,6 +35,7 @@ from typing import Any
 import optuna
 import yaml
 
+from autoprune.config import set_dotted
 from autoprune.search.storage import open_storage
 from benchmarks._common import RESULTS, provenance, save
 from benchmarks._services import PostgresServer, RayHead
@@ -50,12 +51,7 @@ def write_config(folder: Path, trials: int, steps: int, **changes: Any) -> Path:
     cfg["search"].update(trials=trials, startup_trials=4, heartbeat_s=2, retries=3)
     cfg["short_finetune"].update(steps=steps, batch_size=32)
     cfg["fidelity"] = {"min_steps": max(1, steps // 2), "rungs": 2, "reduction_factor": 2}
-    for key, value in changes.items():
-        node = cfg
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
+    set_dotted(cfg, changes)
     path = folder / f"cfg-{trials}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from autoprune.config import set_dotted
+
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -141,12 +143,7 @@ def write_config(tmp_path: Path, **changes: object) -> Path:
     cfg["short_finetune"].update(steps=2, batch_size=16)
     cfg["fidelity"] = {"min_steps": 1, "rungs": 2, "reduction_factor": 2}
     cfg["final_finetune"] = {"steps": 2, "batch_size": 16}
-    for key, value in changes.items():
-        node = cfg
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
+    set_dotted(cfg, changes)
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
