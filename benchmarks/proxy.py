@@ -52,6 +52,7 @@ from benchmarks._stats import spearman
 from benchmarks.run import Bench, _log
 
 OLD_PROXY = FinetuneConfig(steps=80, batch_size=64, lr=0.01)
+RUNGS = [100, 300, 900]  # benchmark v2's rungs: short fine-tunes from the plain pruned model
 # name → (repair, fine-tune steps): the cheap rung-0 candidates.
 SCREENS: dict[str, tuple[str, int]] = {
     "bn": ("bn", 0),
@@ -63,6 +64,17 @@ SCREENS: dict[str, tuple[str, int]] = {
 
 def _load(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _evaluator(bench: Bench, recover: str) -> Evaluator:
+    """The suite's candidate evaluator with the repair ``recover`` before every fine-tune."""
+    ws, cfg = bench.ws, bench.cfg
+    return Evaluator(
+        ws.model, ws.layers, ws.input_shape, bench.data.train, bench.data.val,
+        LUTPredictor(bench.profile), cfg.short_finetune, eval_batch_size=cfg.eval_batch_size,
+        teacher=bench.teacher, recover=recover,
+        calibration_images=cfg.fidelity.calibration_images,
+    )  # fmt: skip
 
 
 def _policies(bench: Bench, budget: str, n: int, folder: Path) -> list[dict[str, Any]]:
@@ -108,7 +120,7 @@ def _rungs(
 ) -> tuple[list[int], list[list[float]], list[list[float] | None]]:
     """Each candidate's score after each rung's fine-tune (from the plain pruned model), and its
     seconds (``None`` for rows recorded before times were kept)."""
-    rungs = bench.cfg.fidelity.steps(bench.cfg.short_finetune.steps)
+    rungs = RUNGS
     path = folder / "rungs.json"
     saved = _load(path) or {}
     if isinstance(saved, list):  # the format before seconds were recorded
@@ -117,7 +129,7 @@ def _rungs(
     todo = list(range(len(scores), len(policies)))
     if todo:
         _log(f"rungs {rungs} for {len(todo)} candidates")
-        ev = bench.ws.evaluator(bench.data, bench.profile, teacher=bench.teacher)
+        ev = _evaluator(bench, "none")
         pool = RayPool(ev, slots=2) if bench.train_threads > 1 else LocalPool(ev)
         jobs = [(i, k) for i in todo for k in range(len(rungs))]
         new = {i: [[0.0] * len(rungs), [0.0] * len(rungs)] for i in todo}
@@ -144,7 +156,6 @@ def _screens(bench: Bench, policies: list[dict[str, Any]], folder: Path) -> list
     measured here on one thread."""
     path = folder / "screens.json"
     rows: list[dict[str, Any]] = _load(path) or []
-    ws, cfg = bench.ws, bench.cfg
     evaluators: dict[str, Evaluator] = {}
     for i in range(len(policies)):
         row = rows[i] if i < len(rows) else {}
@@ -155,14 +166,7 @@ def _screens(bench: Bench, policies: list[dict[str, Any]], folder: Path) -> list
         for name in missing:
             recover, steps = SCREENS[name]
             if recover not in evaluators:
-                wc = cfg.replace(**{"fidelity.recover": recover})
-                evaluators[recover] = Evaluator(
-                    ws.model, ws.layers, ws.input_shape, bench.data.train, bench.data.val,
-                    LUTPredictor(bench.profile),
-                    wc.short_finetune, threads=1, eval_batch_size=cfg.eval_batch_size,
-                    teacher=bench.teacher, recover=recover,
-                    calibration_images=wc.fidelity.calibration_images,
-                )  # fmt: skip
+                evaluators[recover] = _evaluator(bench, recover).with_threads(1)
             t0 = time.perf_counter()
             result = evaluators[recover](policy, 0, steps)
             row[name] = {"score": result.accuracy, "seconds": time.perf_counter() - t0}
