@@ -109,7 +109,7 @@ def accounting(study: optuna.Study) -> dict[str, Any]:
         "retried": len(retried),
         "evaluated_twice": sum(n - 1 for n in params.values()),
         "unaccounted": unaccounted,
-        "drivers": len({t.user_attrs.get("driver") for t in recorded}),
+        "recording_drivers": len({t.user_attrs.get("driver") for t in recorded}),
     }
 
 
@@ -233,6 +233,7 @@ def markdown(out: dict[str, Any]) -> str:
         f"{out['trials']} candidates per search: bundled ResNet-20, {out['steps']} fine-tune "
         "steps on 2,048 bundled train images, 256 validation images.",
         "",
+        *(line for note in out.get("notes", []) for line in (note, "")),
         "## Faults",
         "",
         "| drivers × workers | killed (SIGKILL, mid-trial) | database restarts | trials | "

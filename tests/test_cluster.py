@@ -81,7 +81,7 @@ def test_two_drivers_share_a_journal_file(tmp_path: Path) -> None:
     finish([driver(cfg, tmp_path / f"driver{i}", storage, "journal") for i in range(2)])
     figures = accounting(study_of(storage, "journal"))
     assert figures["recorded"] == 10 and figures["unaccounted"] == []
-    assert figures["evaluated_twice"] == 0 and figures["drivers"] == 2
+    assert figures["evaluated_twice"] == 0 and figures["recording_drivers"] == 2
 
 
 def test_amc_on_a_cluster_is_one_agent_with_parallel_evaluations(
