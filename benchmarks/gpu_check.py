@@ -250,9 +250,9 @@ def pipeline(plan: Plan, work: Path) -> dict[str, Any]:
         profile_grid_points=4, profile_calibration=2, measure_seconds=0.5 if plan.dry else 2
     )
     cfg["dataset"].update(val_size=256, train_limit=2048)
-    cfg["search"].update(trials=4, startup_trials=2, warm_start=[])
+    cfg["search"].update(trials=3 if plan.dry else 4, startup_trials=2, warm_start=[])
     cfg["fidelity"] = {"min_steps": 10, "rungs": 2, "reduction_factor": 2}
-    cfg["final_finetune"] = {"steps": 20, "batch_size": 128}
+    cfg["final_finetune"] = {"steps": 5 if plan.dry else 20, "batch_size": 128}
     if plan.dry:
         cfg["model"] = "resnet8"  # random weights: a check of the commands, not of accuracy
     path = work / "cfg.yaml"

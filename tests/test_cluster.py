@@ -15,7 +15,7 @@ from benchmarks._services import PostgresServer, RayHead
 from benchmarks.cluster import accounting, driver, fault_run, finish, study_of
 from tests.conftest import profile_for, write_config
 
-TRIALS = 24
+TRIALS = 12
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +76,11 @@ def test_three_drivers_one_study_survive_a_kill_and_a_restart(
 
 def test_two_drivers_share_a_journal_file(tmp_path: Path) -> None:
     """No database server: Optuna's journal file on a (shared) filesystem."""
-    cfg = _config(tmp_path, **{"search.trials": 10})
+    cfg = _config(tmp_path, **{"search.trials": 6})
     storage = f"journal:{tmp_path / 'study.log'}"
     finish([driver(cfg, tmp_path / f"driver{i}", storage, "journal") for i in range(2)])
     figures = accounting(study_of(storage, "journal"))
-    assert figures["recorded"] == 10 and figures["unaccounted"] == []
+    assert figures["recorded"] == 6 and figures["unaccounted"] == []
     assert figures["evaluated_twice"] == 0 and figures["recording_drivers"] == 2
 
 
@@ -89,9 +89,9 @@ def test_amc_on_a_cluster_is_one_agent_with_parallel_evaluations(
 ) -> None:
     """AMC's agent learns episode by episode, so it runs in one driver; its evaluations run in
     parallel on the Ray cluster, and its study lives in the shared database."""
-    cfg = _config(tmp_path, **{"search.trials": 8, "search.searcher": "amc"})
+    cfg = _config(tmp_path, **{"search.trials": 6, "search.searcher": "amc"})
     run = tmp_path / "amc"
     finish([driver(cfg, run, postgres.url, "amc", "--address", ray_cluster, "--parallel", "2")])
     figures = accounting(study_of(postgres.url, "amc"))
-    assert figures["recorded"] == 8 and figures["unaccounted"] == []
-    assert json.loads((run / "amc_state.json").read_text())["episodes"] == 8
+    assert figures["recorded"] == 6 and figures["unaccounted"] == []
+    assert json.loads((run / "amc_state.json").read_text())["episodes"] == 6
