@@ -300,11 +300,17 @@ class _Driver:
         (a study from before trials kept their records) this run's own."""
         return max(self.ledger.taken(), len(self.log.records) + len(self.jobs))
 
+    def _others_running(self) -> bool:
+        """Whether candidates of other drivers are running in a study that keeps heartbeats
+        (elsewhere a dead driver's trial would be waited on forever)."""
+        return self.ledger.heartbeat_s is not None and self.ledger.running_elsewhere()
+
     def run(self, n_trials: int, parallel: int, note: Callable[[str], None] | None) -> None:
         """Ask and submit until ``n_trials`` are taken and nothing is in flight; handle each
         rung as it arrives. Dead drivers' trials are failed along the way."""
         from autoprune.search.storage import retrying
 
+        exhausted = False
         while True:
             retrying(self.ledger.fail_stale, note=note)
             while len(self.jobs) < parallel and retrying(self.taken, note=note) < n_trials:
@@ -313,10 +319,16 @@ class _Driver:
                 except optuna.exceptions.UpdateFinishedTrialError:
                     continue  # failed as stale while being made (a stalled driver): ask again
                 if prop is None:
+                    exhausted = True
                     break
                 lost(partial(self.start, prop), self, None, prop, note)
             if not self.jobs:
-                return
+                if exhausted or not retrying(self._others_running, note=note):
+                    return
+                # Other drivers' candidates still run: wait for them, so that if a driver died
+                # its trials go stale here and are taken up, and the study is finished.
+                time.sleep(self.ledger.heartbeat_s or 1)
+                continue
             key, (result, error) = self.pool.wait()
             lost(partial(self.arrived, key, result, error), self, key, None, note)
 

@@ -249,6 +249,11 @@ class Ledger:
         trials = self.study.get_trials(deepcopy=False)
         return sum(1 for t in trials if "record" in t.user_attrs or t.state == TrialState.RUNNING)
 
+    def running_elsewhere(self) -> bool:
+        """Whether trials of other drivers are running."""
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return any(t.user_attrs.get("driver") != self.driver for t in running)
+
     def records(self) -> list[dict[str, Any]]:
         """Every finished candidate's record in the study (all drivers'), by trial number."""
         found = [
@@ -328,6 +333,8 @@ class Ledger:
             self._recover(finished)
 
     def _recover(self, finished: list[dict[str, Any]]) -> None:
+        if self.heartbeat_s is not None:  # stale trials are failed and queued again instead
+            return
         by_trial = {int(r["trial"]): r for r in finished}
         # Trials name their driver; in a study from before they did, every trial was ours.
         legacy = "created_by" not in self.study.user_attrs
