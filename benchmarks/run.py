@@ -133,6 +133,33 @@ SUITES: dict[str, dict[str, Any]] = {
         "measure": {"min_time_s": 0.05, "rounds": 3},
         "quiet_wait_s": 0,  # a smoke run does not wait for an idle machine
     },
+    # The v3 path in minutes (screening, stage space, LAMP, joint fit): checks the runner.
+    "smoke-v3": {
+        "config": "search_spaces/resnet20_cifar10.yaml",
+        "budgets": ["0.7"],
+        "seeds": [0],
+        "trials": 6,
+        "fit": "joint",
+        "methods": METHODS,
+        "baselines": ["uniform", "global", "lamp"],
+        "overrides": {
+            "dataset.train_limit": 256,
+            "dataset.val_size": 128,
+            "fidelity.screen": "reconstruct",
+            "fidelity.screen_keep": 0.5,
+            "fidelity.calibration_images": 64,
+            "fidelity.min_steps": 1,
+            "fidelity.rungs": 2,
+            "search.space": "stage",
+            "search.startup_trials": 2,
+            "amc.warmup_episodes": 2,
+            "final_finetune.epochs": None,
+            "final_finetune.steps": 4,
+            "profile_grid_points": 3,
+        },
+        "measure": {"min_time_s": 0.05, "rounds": 3},
+        "quiet_wait_s": 0,
+    },
     "gpu": {
         "config": "search_spaces/resnet56_cifar10.yaml",
         "budgets": ["0.7", "0.5"],
