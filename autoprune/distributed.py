@@ -392,7 +392,7 @@ def run_search(
     def db(fn: Callable[[], Any]) -> Any:
         return retrying(fn, note=note)
 
-    db(lambda: searcher.attach(ledger.study, ledger.created, ledger.salt))
+    db(lambda: searcher.attach(ledger.study, ledger.created, ledger.salt, ledger.driver))
     db(lambda: log.sync(ledger.records()))
     db(lambda: ledger.recover(log.records))
     searcher.resume(log.records)

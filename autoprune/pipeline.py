@@ -139,7 +139,7 @@ def open_ledger(
     def ledger() -> Any:
         return Ledger(
             store, pruner, multi_objective=multi, attrs=attrs, study_name=cfg.search.study,
-            driver=driver,
+            driver=driver, exclusive=storage is None,
         )  # fmt: skip
 
     return retrying(ledger), steps

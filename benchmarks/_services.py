@@ -100,6 +100,7 @@ class RayHead:
             [ray, "start", "--head", "--block", f"--port={self.address.split(':')[1]}",
              f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stopped with everything it started
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         status = [ray, "status", f"--address={self.address}"]
@@ -110,8 +111,14 @@ class RayHead:
             time.sleep(1)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        """SIGTERM to the head's process group (raylet, GCS, workers), SIGKILL after 10 s."""
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue

@@ -145,10 +145,11 @@ def fault_run(
     restarted_at = time.perf_counter() - t0
     finish(procs[1:])
     finish([driver(cfg, runs[0], pg.url, study, "--resume")])
-    for run in runs:
-        res = subprocess.run(cli("report", str(run)), env=env(), capture_output=True, check=False)
-        if res.returncode:
-            raise RuntimeError(f"report of {run} failed: {res.stderr!r}")
+    out = subprocess.PIPE
+    reports = [
+        subprocess.Popen(cli("report", str(r)), env=env(), stdout=out, text=True) for r in runs
+    ]
+    finish(reports)
     best = [json.loads((run / "best_policy.json").read_text()) for run in runs]
     logs = [len((run / "trials.jsonl").read_text().splitlines()) for run in runs]
     return {

@@ -108,12 +108,13 @@ class Searcher(ABC):
         return cls(ctx)
 
     def attach(  # noqa: B027 - optional hook
-        self, study: optuna.Study, fresh: bool = True, salt: int = 0
+        self, study: optuna.Study, fresh: bool = True, salt: int = 0, driver: str = ""
     ) -> None:
         """Receive the run's Optuna study (:class:`autoprune.search.fidelity.Ledger`); a
         searcher that proposes through Optuna samples from it. ``fresh``: this driver created
         the study (so it seeds it); ``salt`` tells drivers sharing one study apart (0 for the
-        creator), so their random proposals differ."""
+        creator), so their random proposals differ; ``driver`` names this driver on the trials
+        it asks for."""
 
     @abstractmethod
     def ask(self) -> Proposal | None:

@@ -138,6 +138,8 @@ class Ledger:
         attrs: study attributes (budget, dense latency, model, searcher, …).
         study_name: the study several drivers join.
         driver: this driver's name, recorded on its trials (default: host and process).
+        exclusive: no other driver uses this study (the run directory's own SQLite file), so a
+            running trial no driver has claimed yet is this driver's, left by a kill.
     """
 
     def __init__(
@@ -149,8 +151,10 @@ class Ledger:
         attrs: Mapping[str, Any] | None = None,
         study_name: str = STUDY_NAME,
         driver: str | None = None,
+        exclusive: bool = False,
     ) -> None:
         self.multi = multi_objective
+        self.exclusive = exclusive
         self.driver = driver or f"{socket.gethostname()}:{os.getpid()}"
         directions: list[StudyDirection] = [StudyDirection.MAXIMIZE]
         if multi_objective:
@@ -247,7 +251,12 @@ class Ledger:
         the search's number of trials. A trial failed because its driver died, and so queued
         again, does not count; its retry does once it runs."""
         trials = self.study.get_trials(deepcopy=False)
-        return sum(1 for t in trials if "record" in t.user_attrs or t.state == TrialState.RUNNING)
+        return sum(1 for t in trials if "record" in t.user_attrs or self._running(t))
+
+    def _running(self, t: optuna.trial.FrozenTrial) -> bool:
+        """Running, and a driver's: a trial asked for but never claimed (its driver died in
+        between) does not hold a place, unless this study is this driver's alone."""
+        return t.state == TrialState.RUNNING and ("driver" in t.user_attrs or self.exclusive)
 
     def running_elsewhere(self) -> bool:
         """Whether trials of other drivers are running."""
@@ -336,10 +345,11 @@ class Ledger:
         if self.heartbeat_s is not None:  # stale trials are failed and queued again instead
             return
         by_trial = {int(r["trial"]): r for r in finished}
-        # Trials name their driver; in a study from before they did, every trial was ours.
-        legacy = "created_by" not in self.study.user_attrs
+        # Trials name their driver; in a study from before they did, or in one that is ours
+        # alone, an unclaimed trial is ours too.
+        ours = self.exclusive or "created_by" not in self.study.user_attrs
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = t.user_attrs.get("driver", self.driver if legacy else None)
+            owner = t.user_attrs.get("driver", self.driver if ours else None)
             if owner != self.driver:
                 continue
             rec = by_trial.get(int(t.user_attrs.get("trial", t.number)))

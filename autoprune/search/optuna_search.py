@@ -81,20 +81,23 @@ class OptunaSearcher(Searcher):
         self.startup_trials = startup_trials
         self.warm_start = tuple(warm_start)
         self.study: optuna.Study | None = None
+        self.driver = ""
 
     @classmethod
     def from_config(cls, ctx: SearchContext, cfg: Config) -> OptunaSearcher:
         s = cfg.search
         return cls(ctx, s.sampler, s.startup_trials, warm_start=s.warm_start)
 
-    def attach(self, study: optuna.Study, fresh: bool = True, salt: int = 0) -> None:
+    def attach(
+        self, study: optuna.Study, fresh: bool = True, salt: int = 0, driver: str = ""
+    ) -> None:
         # A resumed study gets a sampler seeded past its history: re-seeding with the original
         # seed would replay the first (random start-up) proposals and evaluate them twice; a
         # second driver joining the study gets its own seed for the same reason.
         n = len(study.get_trials(deepcopy=False))
         seed = self.ctx.seed + n + 7919 * salt
         study.sampler = make_sampler(self.kind, seed, self.startup_trials)
-        self.study = study
+        self.study, self.driver = study, driver
         if fresh and n == 0:  # a new study: queue the baselines' policies first
             for name in self.warm_start:
                 study.enqueue_trial(self.baseline_params(name), user_attrs={"warm_start": name})
@@ -113,6 +116,8 @@ class OptunaSearcher(Searcher):
         with quiet_optuna():
             trial = self.study.ask()
         beat(self.study, trial)  # a trial left half-made by a lost connection goes stale
+        if self.driver:  # claimed at once: another driver's resume leaves it alone
+            trial.set_user_attr("driver", self.driver)
         params = {d: trial.suggest_float(d, 0.0, self.ctx.dim_bound(d)) for d in self.ctx.dims}
         raw = self.ctx.expand(params)
         meta = {"searcher": f"optuna-{self.kind}", "trial": trial.number}
