@@ -11,7 +11,7 @@ import numpy as np
 
 from benchmarks._stats import bootstrap_ci, paired_diff, unpack
 
-SEARCHED, BASELINES = ("optuna", "amc"), ("random", "uniform", "global")
+SEARCHED, BASELINES = ("optuna", "amc", "tpe-screen"), ("random", "uniform", "global")
 LABEL = {
     "optuna": "autoprune Optuna TPE",
     "amc": "autoprune AMC (DDPG)",
@@ -19,6 +19,7 @@ LABEL = {
     "uniform": "uniform ratio",
     "global": "Torch-Pruning global magnitude",
     "lamp": "Torch-Pruning global LAMP",
+    "tpe-screen": "autoprune TPE, screened (v3 search)",
 }
 HELD_OUT = ("test", "holdout")  # never seen by the search; "all" = both together
 

@@ -70,7 +70,21 @@ from benchmarks._common import (
 )
 from benchmarks._stats import pack
 
-METHODS = ["optuna", "amc", "random", "uniform", "global", "lamp"]
+METHODS = ["optuna", "amc", "random", "uniform", "global", "lamp", "tpe-screen"]
+# A method is a searcher, or a searcher with settings of its own (``method_overrides``).
+METHOD_SEARCHER = {"tpe-screen": "optuna"}
+# The v3 search (ResNet-56 YAML): 480 candidates (20× v2's 24) screened by reconstruction in
+# the stage space, the best 5 % fine-tuned 300 steps, the best third of those 900.
+SCREENED = {
+    "fidelity.screen": "reconstruct",
+    "fidelity.screen_keep": 0.05,
+    "fidelity.min_steps": 300,
+    "fidelity.rungs": 2,
+    "fidelity.reduction_factor": 3,
+    "search.space": "stage",
+    "search.startup_trials": 30,
+    "search.trials": 480,
+}
 CPU_V2: dict[str, Any] = {
     "config": "search_spaces/resnet20_cifar10_full.yaml",
     "budgets": ["0.7", "0.5"],
@@ -93,7 +107,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "trials": 300,
         "fit": "joint",
-        "methods": METHODS,
+        "methods": ["optuna", "amc", "random", "uniform", "global", "lamp"],
         "baselines": ["uniform", "global", "lamp"],
         "preregistered": {
             "primary": "optuna",
@@ -115,6 +129,16 @@ SUITES: dict[str, dict[str, Any]] = {
                 "reported beside, not part of the test. Whatever comes out is reported."
             ),
         },
+    },
+    # v2's known case again with the v3 search: cpu-v2's searches reused, the screened TPE
+    # added, every policy fitted in the same timing rounds at 50 %, cpu-v2's final recipe.
+    "cpu-v2-screen": {
+        **CPU_V2,
+        "budgets": ["0.5"],
+        "search_from": "cpu-v2",
+        "fit": "joint",
+        "methods": ["tpe-screen", "optuna", "amc", "random", "uniform", "global"],
+        "method_overrides": {"tpe-screen": SCREENED},
     },
     "smoke": {
         "config": "search_spaces/resnet20_cifar10.yaml",
@@ -140,7 +164,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "seeds": [0],
         "trials": 6,
         "fit": "joint",
-        "methods": METHODS,
+        "methods": ["optuna", "amc", "random", "uniform", "global", "lamp"],
         "baselines": ["uniform", "global", "lamp"],
         "overrides": {
             "dataset.train_limit": 256,
@@ -292,17 +316,20 @@ class Bench:
             write_json(done, found)
             return found
         run_dir = self.folder(budget, method) / "search"
-        cfg = self.cfg.replace(**{"search.searcher": method, "budget": budget})
-        budget_ms = self.ws.budget_ms(self.profile, budget)
-        ctx = self.ws.search_context(
+        own = self.spec.get("method_overrides", {}).get(method, {})
+        name = METHOD_SEARCHER.get(method, method)
+        cfg = self.cfg.replace(**{"search.searcher": name, "budget": budget, **own})
+        ws = build_workspace(cfg) if own else self.ws  # a method's own space and screen
+        budget_ms = ws.budget_ms(self.profile, budget)
+        ctx = ws.search_context(
             self.profile, budget_ms * (1 - cfg.budget_margin), run_dir, seed=cfg.search.seed
         )
         attrs = {"model": cfg.model, "searcher": method, "budget": budget, "budget_ms": budget_ms}
         t0 = time.perf_counter()
         with RunLock(run_dir):
-            searcher = make_searcher(method, ctx, cfg)
+            searcher = make_searcher(name, ctx, cfg)
             ledger, rungs = open_ledger(cfg, run_dir, attrs)
-            evaluator = self.ws.evaluator(self.data, self.profile, teacher=self.teacher)
+            evaluator = ws.evaluator(self.data, self.profile, teacher=self.teacher)
             pool = RayPool(evaluator, slots=cfg.search.parallel)
             log = TrialLog(run_dir, searcher.name)
 
@@ -317,7 +344,7 @@ class Bench:
                     searcher,
                     pool,
                     log,
-                    self.spec["trials"],
+                    int(own.get("search.trials", self.spec["trials"])),
                     ledger=ledger,
                     rungs=rungs,
                     parallel=pool.slots,
@@ -505,7 +532,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     ap.add_argument("--suite", choices=sorted(SUITES), default="cpu-v2")
-    ap.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
+    ap.add_argument(
+        "--methods", nargs="*", default=None, choices=METHODS, help="default: the suite's"
+    )
     ap.add_argument("--budgets", nargs="*", default=None, help="default: the suite's")
     ap.add_argument(
         "--seeds",
@@ -540,6 +569,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if spec.get("overrides", {}).get("device.device") == "cuda" and not torch.cuda.is_available():
         print(f"suite {args.suite!r} needs a CUDA GPU; none here, skipped", file=sys.stderr)
         return None
+    args.methods = args.methods or spec.get("methods", METHODS[:5])
     name = args.name or args.suite
     work = args.work or Path("runs/bench") / name
     budgets = args.budgets or spec["budgets"]
