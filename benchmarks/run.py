@@ -564,6 +564,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "--work", type=Path, default=None, help="work folder (default runs/bench/NAME)"
     )
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder for results files")
+    ap.add_argument(
+        "--stop-after",
+        choices=["search", "fit"],
+        default=None,
+        help="stop once every method's search (or the fit) at every budget is saved: the\n"
+        "hours of finals come in a later run with the same --work",
+    )
     args = ap.parse_args(argv)
     spec = SUITES[args.suite]
     if spec.get("overrides", {}).get("device.device") == "cuda" and not torch.cuda.is_available():
@@ -593,14 +600,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                 for method in args.methods:
                     _log(f"budget {budget} · {method}: search")
                     bench.search(budget, method)
+                if args.stop_after == "search":
+                    continue
                 _log(f"budget {budget}: fit {', '.join(args.methods)} together")
                 bench.fit(budget, args.methods)
+            if args.stop_after:
+                continue
             for method in args.methods:
                 rows.append(bench.row(budget, method))
                 _write(bench, rows, args.results)
     except AutopruneError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    if args.stop_after:
+        _log(f"stopped after the {args.stop_after} step, as asked; rerun without --stop-after")
+        return None
     return _write(bench, rows, args.results)
 
 
