@@ -216,7 +216,7 @@ class _Job:
     started: float
     curve: list[tuple[int, float]]
     scored: bool = False  # this rung's score is in the study
-    stop: bool = False  # ... and the pruner stopped the candidate there
+    result: EvalResult | None = None  # this rung's, kept while the candidate waits
 
 
 class _Driver:
@@ -237,6 +237,8 @@ class _Driver:
         self.searcher, self.pool, self.log, self.ledger = searcher, pool, log, ledger
         self.rungs, self.seed, self.on_result = rungs, seed, on_result
         self.jobs: dict[int, _Job] = {}
+        self.waiting: list[_Job] = []  # scored, until the pruner can say go or stop
+        self.planned: int | None = None
         self.keys = iter(range(1 << 62))
 
     def submit(self, job: _Job) -> None:
@@ -274,31 +276,50 @@ class _Driver:
             self.on_result(rec)
 
     def arrived(self, key: int, result: EvalResult | None, error: str | None) -> None:
-        """Handle one finished rung: record it, then promote, stop or finish the candidate.
-        The job leaves ``jobs`` only once all of that is done, so a repeat after a lost
-        connection picks up where the first try stopped."""
+        """Handle one finished rung: record it, then promote, stop, finish or hold the
+        candidate. The job leaves ``jobs`` only once all of that is done, so a repeat after a
+        lost connection picks up where the first try stopped."""
         job = self.jobs[key]
         if result is None:
             self.finish(job, "FAIL", None, error)
             del self.jobs[key]
             return
         if not job.scored:
-            job.stop = self.ledger.report(job.proposal, result.accuracy, result.steps)
+            self.ledger.report(job.proposal, result.accuracy, result.steps)
             job.curve.append((result.steps, result.accuracy))
-            job.scored = True
+            job.scored, job.result = True, result
             self.searcher.scored(job.proposal, job.rung, result)
-        if job.rung + 1 < len(self.rungs) and not job.stop:
-            del self.jobs[key]
+        (decision,) = self.ledger.decide([job.proposal], self.planned)
+        if decision == "wait":
+            if job not in self.waiting:
+                self.waiting.append(job)
+        else:
+            self.advance(job, decision == "go")
+        del self.jobs[key]
+
+    def advance(self, job: _Job, go: bool) -> None:
+        """Submit the candidate's next rung, or finish it (COMPLETE after the last rung)."""
+        if job.rung + 1 < len(self.rungs) and go:
             self.submit(_Job(job.proposal, job.rung + 1, job.started, job.curve))
             return
         last = job.rung + 1 == len(self.rungs)
-        self.finish(job, "COMPLETE" if last else "PRUNED", result, None)
-        del self.jobs[key]
+        self.finish(job, "COMPLETE" if last else "PRUNED", job.result, None)
+
+    def revisit(self, final: bool) -> None:
+        """Ask the pruner again about the waiting candidates (``final``: no more scores will
+        come, so each goes on or stops now)."""
+        if not self.waiting:
+            return
+        decisions = self.ledger.decide([j.proposal for j in self.waiting], self.planned, final)
+        for job, decision in list(zip(self.waiting, decisions, strict=True)):
+            if decision != "wait":
+                self.advance(job, decision == "go")
+                self.waiting.remove(job)
 
     def taken(self) -> int:
         """Candidates counted towards the search's total: every driver's, in the study, or
         (a study from before trials kept their records) this run's own."""
-        return max(self.ledger.taken(), len(self.log.records) + len(self.jobs))
+        return max(self.ledger.taken(), len(self.log.records) + len(self.jobs) + len(self.waiting))
 
     def _others_running(self) -> bool:
         """Whether candidates of other drivers are running in a study that keeps heartbeats
@@ -311,8 +332,10 @@ class _Driver:
         from autoprune.search.storage import retrying
 
         exhausted = False
+        self.planned = n_trials
         while True:
             retrying(self.ledger.fail_stale, note=note)
+            retrying(lambda: self.revisit(final=False), note=note)
             while len(self.jobs) < parallel and retrying(self.taken, note=note) < n_trials:
                 try:
                     prop = retrying(self.searcher.ask, note=note)
@@ -322,6 +345,9 @@ class _Driver:
                     exhausted = True
                     break
                 lost(partial(self.start, prop), self, None, prop, note)
+            if not self.jobs and self.waiting:  # nothing in flight, nothing left to ask
+                retrying(lambda: self.revisit(final=True), note=note)
+                continue
             if not self.jobs:
                 if exhausted or not retrying(self._others_running, note=note):
                     return

@@ -243,7 +243,8 @@ def test_gpu_check_dry_run_runs_every_section_and_the_readme_gpu_commands(tmp_pa
         "training",
         "pipeline",
     }
-    assert all(r["speed_up"] > 1 for r in res["sections"]["latency"]["result"])
+    for r in res["sections"]["latency"]["result"]:  # timed, so no speed is asserted here
+        assert r["dense_ms"] > 0 and r["speed_up"] == r["dense_ms"] / r["maximal_ms"]
     report = res["sections"]["pipeline"]["result"]["report"]
     assert report["pruned"]["latency_ms"] > 0 and report["device"]["dtype"] == "bfloat16"
     with tarfile.open(tmp_path / "gpu-check.tar.gz") as tar:

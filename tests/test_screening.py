@@ -159,18 +159,48 @@ def test_screening_search_fine_tunes_only_the_best_screened(tiny, tmp_path: Path
     searcher = make_searcher("random", ctx, Config())
     log = TrialLog(tmp_path, searcher.name)
     rungs = [0, 2, 4]
-    ledger = Ledger(f"sqlite:///{tmp_path / 'study.db'}", RungPruner(rungs, [0.25, 0.5]))
+    ledger = Ledger(f"sqlite:///{tmp_path / 'study.db'}", RungPruner(rungs, [0.1, 0.5]))
     fake = FakeEvaluator(tiny.predictor, [la.name for la in tiny.layers])
     run_search(searcher, LocalPool(fake), log, 16, ledger=ledger, rungs=rungs)
-    curves = [r["curve"] for r in log.records]
+    recs = sorted(log.records, key=lambda r: r["trial"])  # one at a time: screening order
+    curves = [r["curve"] for r in recs]
     assert len(curves) == 16 and all(c[0][0] == 0 for c in curves)
-    # One at a time, so candidates are screened in record order: each went on exactly when it
-    # ranked in the best quarter of the screen scores so far (the best one always).
     screened = [c[0][1] for c in curves]
+    # Keeping 1 in 10 of 16, lazily: nothing goes on before 10 screens exist; then the best of
+    # those goes on, and after it each new best — no earlier leader that the tenth overtook.
     for i, curve in enumerate(curves):
-        better = sum(v > screened[i] for v in screened[:i])
-        assert (len(curve) > 1) == (better < max(1, (i + 1) // 4)), i
-    assert sum(len(c) > 1 for c in curves) < 16
+        assert (len(curve) > 1) == (screened[i] == max(screened[: max(i + 1, 10)])), i
+    eager = sum(screened[i] == max(screened[: i + 1]) for i in range(16))
+    assert 1 <= sum(len(c) > 1 for c in curves) <= eager
+    states = {t.state.name for t in ledger.study.trials}
+    assert states <= {"COMPLETE", "PRUNED"}  # none left waiting
+
+
+def test_lazy_promotion_waits_until_the_share_means_something() -> None:
+    pruner = RungPruner([0, 10, 30], [0.1, 0.5])
+    study = _study_with(dict(enumerate([50.0, 40.0])))
+    for value in (55.0, 45.0):
+        t = study.ask()
+        t.report(value, 0)
+    trials = study.get_trials(deepcopy=False)
+    best, second = trials[-2], trials[-1]  # of 4 scores, where a 10 % share keeps none yet
+    assert pruner.decide(trials, best) == "go"  # eager (Optuna's prune): the best goes on
+    assert pruner.decide(trials, second) == "stop"
+    assert pruner.decide(trials, best, planned=100) == "wait"
+    assert pruner.decide(trials, second, planned=100) == "wait"  # 10 of 100 may still go on
+    assert pruner.decide(trials, best, planned=100, final=True) == "go"
+    assert pruner.decide(trials, second, planned=100, final=True) == "stop"
+    assert pruner.decide(trials, second, planned=10) == "stop"  # 1 of 10 kept: it is beaten
+    study = _study_with(dict(enumerate([float(v) for v in range(10)])))
+    t = study.ask()
+    t.report(20.0, 0)
+    trials = study.get_trials(deepcopy=False)
+    assert pruner.decide(trials, trials[-1], planned=100) == "go"  # best of 11: 1 kept
+    t = study.ask(fixed_distributions={})
+    t.set_user_attr("warm_start", "uniform")
+    t.report(-1.0, 0)
+    trials = study.get_trials(deepcopy=False)
+    assert pruner.decide(trials, trials[-1], planned=100) == "go"  # rules are the yardstick
 
 
 def test_stage_space_groups_layers_by_resolution_and_coupling(tmp_path: Path) -> None:

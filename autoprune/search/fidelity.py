@@ -23,7 +23,7 @@ import socket
 import threading
 import warnings
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,12 +65,17 @@ def rung_steps(min_steps: int, rungs: int, reduction_factor: int) -> list[int]:
 class RungPruner(optuna.pruners.BasePruner):
     """Asynchronous successive halving over explicit rungs, each with its own share kept.
 
-    A candidate that reported its score at rung ``k`` (after ``steps[k]`` fine-tune steps) goes
-    on while it ranks in the best ``keep[k]`` share of every score reported at that rung so far
-    (itself included; the best one always goes on), as Optuna's
-    :class:`~optuna.pruners.SuccessiveHalvingPruner` does with one ratio for all rungs. A cheap
-    screening rung can thus keep 1 in 10 and the fine-tune rungs 1 in 3. Single objective,
-    maximized.
+    A candidate scored at rung ``k`` (after ``steps[k]`` fine-tune steps) goes on once it
+    ranks in the best ``keep[k]`` share of every score reported at that rung so far (itself
+    included), so a cheap screening rung can keep 1 in 20 and the fine-tune rungs 1 in 3.
+    Promotion is lazy, as in ASHA (Li et al. 2020): while too few candidates were scored for the
+    share to mean anything, a candidate that may still make it *waits* (the driver asks again as
+    more scores arrive) instead of going on because it beat the first two or three; one that
+    cannot make it any more (as many better ones as the whole search will ever keep at that
+    rung) stops at once, so the sampler hears of it. Hand-made rules' policies (warm-start
+    trials) always go on: they are the yardstick the search is compared with. Through Optuna's
+    :meth:`prune` (no search size known) the decision is eager: go on while in the best share,
+    the best one always. Single objective, maximized.
     """
 
     def __init__(self, steps: list[int], keep: list[float]) -> None:
@@ -79,18 +84,36 @@ class RungPruner(optuna.pruners.BasePruner):
         self.steps, self.keep = list(steps), list(keep)
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return self.decide(study.get_trials(deepcopy=False), trial) == "stop"
+
+    def decide(
+        self,
+        trials: Sequence[optuna.trial.FrozenTrial],
+        trial: optuna.trial.FrozenTrial,
+        planned: int | None = None,
+        final: bool = False,
+    ) -> str:
+        """``go``, ``stop`` or ``wait`` for ``trial`` at its last reported rung, among
+        ``trials`` (the study's), in a search of ``planned`` candidates (``None``: eager);
+        ``final``: no more scores will arrive, decide now (the best always goes on)."""
         step = trial.last_step
-        if step is None or step not in self.steps[:-1]:
-            return False
-        share = self.keep[self.steps.index(step)]
+        if step is None or step not in self.steps[:-1] or trial.user_attrs.get("warm_start"):
+            return "go"
+        k = self.steps.index(step)
         value = trial.intermediate_values[step]
         peers = [
             t.intermediate_values[step]
-            for t in study.get_trials(deepcopy=False)
+            for t in trials
             if step in t.intermediate_values and t.number != trial.number
         ]
         better = sum(v > value for v in peers)
-        return better >= max(1, math.floor(share * (len(peers) + 1)))
+        kept = math.floor(self.keep[k] * (len(peers) + 1))
+        if better < kept:
+            return "go"
+        if planned is None or final:
+            return "go" if better < max(1, kept) else "stop"
+        ever = max(1, math.floor(planned * math.prod(self.keep[: k + 1])))
+        return "stop" if better >= ever else "wait"
 
 
 def make_pruner(
@@ -298,14 +321,35 @@ class Ledger:
         if proposal is not None:
             self._open.pop(proposal.trial, None)
 
-    def report(self, proposal: Proposal, value: float, steps: int) -> bool:
-        """Record the score after ``steps`` fine-tune steps; ``True`` when the pruner stops it."""
+    def report(self, proposal: Proposal, value: float, steps: int) -> None:
+        """Record the score after ``steps`` fine-tune steps (once, whatever the retries;
+        multi-objective trials keep only their final values)."""
         trial = self._open[proposal.trial]
         if self.multi:
-            return False
+            return
         if steps not in self.study._storage.get_trial(trial._trial_id).intermediate_values:
-            trial.report(value, steps)  # (a retry after a lost connection reports once)
-        return trial.should_prune()
+            trial.report(value, steps)
+
+    def decide(
+        self,
+        proposals: Sequence[Proposal],
+        planned: int | None = None,
+        final: bool = False,
+    ) -> list[str]:
+        """The pruner's ``go``, ``stop`` or ``wait`` for each candidate at its last reported
+        rung (``wait`` only from a :class:`RungPruner` told the search's size ``planned``;
+        multi-objective studies cannot prune: always ``go``)."""
+        if self.multi:
+            return ["go"] * len(proposals)
+        pruner = self.study.pruner
+        if not isinstance(pruner, RungPruner):
+            return ["stop" if self._open[p.trial].should_prune() else "go" for p in proposals]
+        trials = self.study.get_trials(deepcopy=False)
+        by_id = {t._trial_id: t for t in trials}
+        return [
+            pruner.decide(trials, by_id[self._open[p.trial]._trial_id], planned, final)
+            for p in proposals
+        ]
 
     def close(
         self,
