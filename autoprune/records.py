@@ -176,10 +176,6 @@ class TrialLog:
             self._consider(rec)
         return rec
 
-    def write(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """:meth:`make` the record (same arguments) and :meth:`append` it."""
-        return self.append(self.make(*args, **kwargs))
-
     def _consider(self, rec: dict[str, Any]) -> None:
         if rec["state"] == "COMPLETE" and (self.best is None or _rank(rec) > _rank(self.best)):
             self.best = rec
