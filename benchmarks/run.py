@@ -595,15 +595,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             force_profile=args.force_profile,
         )
         rows: list[dict[str, Any]] = []
+        joint = spec.get("fit") == "joint"
         for budget in budgets:
-            if spec.get("fit") == "joint":  # every search first, then one fit for them all
+            if joint or args.stop_after:  # every search first, then the fit(s)
                 for method in args.methods:
                     _log(f"budget {budget} · {method}: search")
                     bench.search(budget, method)
                 if args.stop_after == "search":
                     continue
-                _log(f"budget {budget}: fit {', '.join(args.methods)} together")
-                bench.fit(budget, args.methods)
+                # A joint suite fits all methods in the same timing rounds, others one by one.
+                for group in [args.methods] if joint else [[m] for m in args.methods]:
+                    _log(f"budget {budget}: fit {', '.join(group)}" + " together" * joint)
+                    bench.fit(budget, group)
             if args.stop_after:
                 continue
             for method in args.methods:
