@@ -305,15 +305,18 @@ class _Driver:
         last = job.rung + 1 == len(self.rungs)
         self.finish(job, "COMPLETE" if last else "PRUNED", job.result, None)
 
-    def revisit(self, final: bool) -> None:
+    def revisit(self, final: bool, note: Callable[[str], None] | None = None) -> None:
         """Ask the pruner again about the waiting candidates (``final``: no more scores will
         come, so each goes on or stops now)."""
+        from autoprune.search.storage import retrying
+
         if not self.waiting:
             return
-        decisions = self.ledger.decide([j.proposal for j in self.waiting], self.planned, final)
+        proposals = [j.proposal for j in self.waiting]
+        decisions = retrying(lambda: self.ledger.decide(proposals, self.planned, final), note=note)
         for job, decision in list(zip(self.waiting, decisions, strict=True)):
             if decision != "wait":
-                self.advance(job, decision == "go")
+                lost(partial(self.advance, job, decision == "go"), self, None, job.proposal, note)
                 self.waiting.remove(job)
 
     def taken(self) -> int:
@@ -335,7 +338,7 @@ class _Driver:
         self.planned = n_trials
         while True:
             retrying(self.ledger.fail_stale, note=note)
-            retrying(lambda: self.revisit(final=False), note=note)
+            self.revisit(final=False, note=note)
             while len(self.jobs) < parallel and retrying(self.taken, note=note) < n_trials:
                 try:
                     prop = retrying(self.searcher.ask, note=note)
@@ -346,7 +349,7 @@ class _Driver:
                     break
                 lost(partial(self.start, prop), self, None, prop, note)
             if not self.jobs and self.waiting:  # nothing in flight, nothing left to ask
-                retrying(lambda: self.revisit(final=True), note=note)
+                self.revisit(final=True, note=note)
                 continue
             if not self.jobs:
                 if exhausted or not retrying(self._others_running, note=note):

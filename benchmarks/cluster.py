@@ -92,11 +92,15 @@ def accounting(study: optuna.Study) -> dict[str, Any]:
     trials failed because their driver died and queued again, trials left unaccounted (still
     running, or failed without a record or a retry), and candidates evaluated twice."""
     trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs}
+    # A retry names every trial it stands for: Optuna's callback keeps the first failed trial in
+    # ``failed_trial`` and the whole chain (a retry that failed too, retried again) in
+    # ``retry_history``.
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    retried |= {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs}
     retried |= {t.user_attrs["requeued_from"] for t in trials if "requeued_from" in t.user_attrs}
     recorded = [t for t in trials if "record" in t.user_attrs]
     unaccounted = [
-        t.number
+        f"{t.number} {t.state.name}"
         for t in trials
         if t.state.name not in ("COMPLETE", "PRUNED", "FAIL")
         or (t.state.name == "FAIL" and "record" not in t.user_attrs and t.number not in retried)

@@ -95,3 +95,28 @@ def test_amc_on_a_cluster_is_one_agent_with_parallel_evaluations(
     figures = accounting(study_of(postgres.url, "amc"))
     assert figures["recorded"] == 6 and figures["unaccounted"] == []
     assert json.loads((run / "amc_state.json").read_text())["episodes"] == 6
+
+
+def test_accounting_follows_a_chain_of_retries() -> None:
+    """A retry that fails too is retried again; Optuna's callback keeps the first failed trial
+    in ``failed_trial`` and the chain in ``retry_history``: every link is accounted for, and a
+    failure nobody retried is not."""
+    import optuna
+
+    study = optuna.create_study()
+    retry = optuna.storages.RetryFailedTrialCallback(max_retry=3)
+    first = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    retry(study, study.trials[first.number])
+    second = study.ask()  # takes the queued retry
+    study.tell(second, state=optuna.trial.TrialState.FAIL)
+    retry(study, study.trials[second.number])
+    third = study.ask()
+    third.set_user_attr("record", {"trial": third.number})
+    study.tell(third, 0.5)
+    assert third.params == first.params
+    figures = accounting(study)
+    assert figures["unaccounted"] == [] and figures["retried"] == 2
+    lone = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(lone, state=optuna.trial.TrialState.FAIL)
+    assert accounting(study)["unaccounted"] == [f"{lone.number} FAIL"]
