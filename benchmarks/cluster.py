@@ -89,8 +89,9 @@ def study_of(storage: str, name: str) -> optuna.Study:
 
 def accounting(study: optuna.Study) -> dict[str, Any]:
     """Every trial's fate: recorded candidates (COMPLETE, PRUNED, or FAIL from the evaluation),
-    trials failed because their driver died and queued again, trials left unaccounted (still
-    running, or failed without a record or a retry), and candidates evaluated twice."""
+    trials failed because their driver died and queued again, trials abandoned before they
+    held a candidate, trials left unaccounted (still running or queued, or failed without a
+    record or a retry), and candidates evaluated twice."""
     trials = study.get_trials(deepcopy=False)
     # A retry names every trial it stands for: Optuna's callback keeps the first failed trial in
     # ``failed_trial`` and the whole chain (a retry that failed too, retried again) in
@@ -99,11 +100,19 @@ def accounting(study: optuna.Study) -> dict[str, Any]:
     retried |= {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs}
     retried |= {t.user_attrs["requeued_from"] for t in trials if "requeued_from" in t.user_attrs}
     recorded = [t for t in trials if "record" in t.user_attrs]
+    # Asked for, then lost by its driver (a dropped connection, a kill) before it held
+    # parameters: no candidate, never counted towards the search's trials, not queued again.
+    abandoned = [t.number for t in trials if t.state.name == "FAIL" and not t.params]
     unaccounted = [
         f"{t.number} {t.state.name}"
         for t in trials
         if t.state.name not in ("COMPLETE", "PRUNED", "FAIL")
-        or (t.state.name == "FAIL" and "record" not in t.user_attrs and t.number not in retried)
+        or (
+            t.state.name == "FAIL"
+            and "record" not in t.user_attrs
+            and t.number not in retried
+            and t.number not in abandoned
+        )
     ]
     params = Counter(json.dumps(t.params, sort_keys=True) for t in recorded)
     return {
@@ -111,6 +120,7 @@ def accounting(study: optuna.Study) -> dict[str, Any]:
         "states": dict(Counter(t.state.name for t in trials)),
         "recorded": len(recorded),
         "retried": len(retried),
+        "abandoned": len(abandoned),
         "evaluated_twice": sum(n - 1 for n in params.values()),
         "unaccounted": unaccounted,
         "recording_drivers": len({t.user_attrs.get("driver") for t in recorded}),
@@ -122,8 +132,11 @@ def running_in(storage: str, study: str, run: Path) -> bool:
         trials = study_of(storage, study).get_trials(deepcopy=False)
     except Exception:  # not created yet
         return False
-    return any(
-        t.state.name == "RUNNING" and str(t.user_attrs.get("driver", "")).endswith(str(run))
+    return any(  # a candidate being evaluated: parameters, a trial number, a driver
+        t.state.name == "RUNNING"
+        and t.params
+        and "trial" in t.user_attrs
+        and str(t.user_attrs.get("driver", "")).endswith(str(run))
         for t in trials
     )
 

@@ -120,3 +120,28 @@ def test_accounting_follows_a_chain_of_retries() -> None:
     lone = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     study.tell(lone, state=optuna.trial.TrialState.FAIL)
     assert accounting(study)["unaccounted"] == [f"{lone.number} FAIL"]
+    study.enqueue_trial({"x": 0.3})  # queued, and nobody took it
+    assert accounting(study)["unaccounted"][-1].endswith("WAITING")
+
+
+def test_a_trial_lost_before_it_held_a_candidate_is_not_queued_again() -> None:
+    """A driver that loses its connection (or is killed) between asking for a trial and giving
+    it parameters leaves a trial that proposed nothing: failing it stale queues nothing that
+    no driver would take, and the accounting calls it abandoned; a candidate's trial is queued
+    again as before."""
+    import optuna
+
+    from autoprune.search.storage import RetryCandidate
+
+    study = optuna.create_study()
+    retry = RetryCandidate(max_retry=2)
+    empty = study.ask()
+    study.tell(empty, state=optuna.trial.TrialState.FAIL)
+    retry(study, study.trials[empty.number])
+    assert len(study.trials) == 1
+    figures = accounting(study)
+    assert figures["abandoned"] == 1 and figures["unaccounted"] == []
+    held = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(held, state=optuna.trial.TrialState.FAIL)
+    retry(study, study.trials[held.number])
+    assert study.trials[-1].state.name == "WAITING" and study.trials[-1].params == held.params

@@ -179,3 +179,17 @@ def test_evaluator_is_deterministic(tiny) -> None:
 def test_run_directory_lock(tmp_path: Path) -> None:
     with RunLock(tmp_path), pytest.raises(RunLockedError, match="in use by another search"):
         RunLock(tmp_path).__enter__()
+
+
+def test_a_rule_candidate_does_not_take_a_queued_retry(tmp_path: Path) -> None:
+    """A searcher that proposes outside Optuna gets a trial holding its own ratios, even when
+    the study has a queued trial (another candidate's retry) that ``ask`` would hand out."""
+    from autoprune.search._base import Proposal
+
+    ledger = _ledger(tmp_path)
+    ledger.study.enqueue_trial({"a": 0.1}, user_attrs={"requeued_from": 0})
+    policy = PruningPolicy("resnet8", {"a": 0.4, "b": 0.2})
+    ledger.open(Proposal(1, policy), {"a": 0.9, "b": 0.9})
+    trials = ledger.study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["WAITING", "RUNNING"]
+    assert trials[1].params == {"a": 0.4, "b": 0.2} and trials[1].user_attrs["trial"] == 1

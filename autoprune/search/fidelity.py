@@ -244,7 +244,8 @@ class Ledger:
         """Fail the running trials whose driver stopped sending heartbeats (and queue them
         again, as the storage's failed-trial callback says). A trial whose driver died between
         asking for it and its first heartbeat has none to go stale: one still unclaimed (no
-        driver named on it) ten heartbeats after it started is failed and queued again too."""
+        driver named on it) ten heartbeats after it started is failed too, and queued again
+        if it holds parameters (a trial with none proposed nothing)."""
         beat = self.heartbeat_s
         if beat is None:
             return
@@ -259,7 +260,8 @@ class Ledger:
                 self.study.tell(t.number, state=TrialState.FAIL)
             except RuntimeError:  # another driver got there first
                 continue
-            self.study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
+            if t.params:
+                self.study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
 
     @property
     def salt(self) -> int:
@@ -305,10 +307,16 @@ class Ledger:
             dists: dict[str, BaseDistribution] = {
                 n: FloatDistribution(0.0, max(max_ratio[n], 1e-9)) for n in max_ratio
             }
-            self.study.enqueue_trial({n: min(ratios.get(n, 0.0), max_ratio[n]) for n in dists})
-            with quiet_optuna():
-                trial = self.study.ask(dists)
-            trial.set_user_attr("owner", "ledger")
+            # Created running with its parameters, not queued and asked for: ``ask`` takes the
+            # oldest queued trial, which may be another's retry.
+            frozen = optuna.trial.create_trial(
+                state=TrialState.RUNNING,
+                params={n: min(ratios.get(n, 0.0), max_ratio[n]) for n in dists},
+                distributions=dists,
+                user_attrs={"owner": "ledger"},
+            )
+            trial_id = self.study._storage.create_new_trial(self.study._study_id, frozen)
+            trial = optuna.Trial(self.study, trial_id)
         self._open[proposal.trial] = trial
         beat(self.study, trial)
         trial.set_user_attr("trial", proposal.trial)

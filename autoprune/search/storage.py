@@ -43,6 +43,16 @@ def is_shared(url: str | None) -> bool:
     return url is not None and (is_server(url) or url.startswith(JOURNAL))
 
 
+class RetryCandidate(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Queue a stale trial again only if it holds a candidate: a trial its driver asked for
+    but lost before giving it parameters (a dropped connection, a kill) proposed nothing, and
+    its place was never counted, so a retry would only be left waiting."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.params:
+            super().__call__(study, trial)
+
+
 def open_storage(
     url: str | None,
     *,
@@ -54,7 +64,7 @@ def open_storage(
     On a database server, every running trial sends a heartbeat each ``heartbeat_s`` seconds;
     a trial whose heartbeat stopped for twice that long (its driver died) is failed by the next
     driver that looks, and queued again up to ``retries`` times
-    (:class:`optuna.storages.RetryHeartbeatStaleTrialCallback`). Connections are checked before
+    (:class:`RetryCandidate`). Connections are checked before
     use, so drivers ride out a database restart.
     """
     if url is None:
@@ -73,9 +83,7 @@ def open_storage(
             kwargs.update(
                 heartbeat_interval=heartbeat_s,
                 grace_period=2 * heartbeat_s,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=retries
-                ),
+                heartbeat_stale_trial_callback=RetryCandidate(max_retry=retries),
             )
         try:
             return optuna.storages.RDBStorage(normalize(url), **kwargs)
