@@ -145,3 +145,8 @@ def test_a_trial_lost_before_it_held_a_candidate_is_not_queued_again() -> None:
     study.tell(held, state=optuna.trial.TrialState.FAIL)
     retry(study, study.trials[held.number])
     assert study.trials[-1].state.name == "WAITING" and study.trials[-1].params == held.params
+    ruled = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    ruled.set_user_attr("owner", "ledger")  # a rule's or AMC's candidate: re-proposed on resume
+    study.tell(ruled, state=optuna.trial.TrialState.FAIL)
+    retry(study, study.trials[ruled.number])
+    assert study.trials[-1].number == ruled.number
