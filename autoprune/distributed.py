@@ -248,7 +248,8 @@ class _Driver:
         self.jobs[key] = job
 
     def start(self, prop: Proposal) -> None:
-        """Open the candidate's trial in the ledger and submit its first rung."""
+        """Open the candidate's trial in the ledger and submit its first rung, unless the
+        search's places were all taken meanwhile (then the trial is given back)."""
         ctx = self.searcher.ctx
         predicted = ctx.predictor.predict(prop.policy)
         self.ledger.open(
@@ -258,6 +259,10 @@ class _Driver:
             violation_ms=predicted - ctx.budget_ms,
             ratios=dict(prop.policy.ratios),
         )
+        planned = self.planned
+        if planned is not None and self.ledger.surplus(prop, planned):  # another took the last
+            self.ledger.give_back(prop)
+            return
         self.submit(_Job(prop, 0, time.perf_counter(), []))
 
     def finish(self, job: _Job, state: str, result: EvalResult | None, error: str | None) -> None:

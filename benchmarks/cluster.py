@@ -90,8 +90,8 @@ def study_of(storage: str, name: str) -> optuna.Study:
 def accounting(study: optuna.Study) -> dict[str, Any]:
     """Every trial's fate: recorded candidates (COMPLETE, PRUNED, or FAIL from the evaluation),
     trials failed because their driver died and queued again, trials abandoned before they
-    held a candidate, trials left unaccounted (still running or queued, or failed without a
-    record or a retry), and candidates evaluated twice."""
+    held a candidate, trials given back as surplus, trials left unaccounted (still running or
+    queued, or failed without a record or a retry), and candidates evaluated twice."""
     trials = study.get_trials(deepcopy=False)
     # A retry names every trial it stands for: Optuna's callback keeps the first failed trial in
     # ``failed_trial`` and the whole chain (a retry that failed too, retried again) in
@@ -103,6 +103,9 @@ def accounting(study: optuna.Study) -> dict[str, Any]:
     # Asked for, then lost by its driver (a dropped connection, a kill) before it held
     # parameters: no candidate, never counted towards the search's trials, not queued again.
     abandoned = [t.number for t in trials if t.state.name == "FAIL" and not t.params]
+    # Asked for by a driver that had counted a free place another driver took at the same
+    # moment: given back (the later trial number gives way), no candidate.
+    surplus = [t.number for t in trials if t.state.name == "FAIL" and t.user_attrs.get("surplus")]
     unaccounted = [
         f"{t.number} {t.state.name}"
         for t in trials
@@ -112,6 +115,7 @@ def accounting(study: optuna.Study) -> dict[str, Any]:
             and "record" not in t.user_attrs
             and t.number not in retried
             and t.number not in abandoned
+            and t.number not in surplus
         )
     ]
     params = Counter(json.dumps(t.params, sort_keys=True) for t in recorded)
@@ -121,6 +125,7 @@ def accounting(study: optuna.Study) -> dict[str, Any]:
         "recorded": len(recorded),
         "retried": len(retried),
         "abandoned": len(abandoned),
+        "surplus": len(surplus),
         "evaluated_twice": sum(n - 1 for n in params.values()),
         "unaccounted": unaccounted,
         "recording_drivers": len({t.user_attrs.get("driver") for t in recorded}),

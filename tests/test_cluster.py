@@ -150,3 +150,37 @@ def test_a_trial_lost_before_it_held_a_candidate_is_not_queued_again() -> None:
     study.tell(ruled, state=optuna.trial.TrialState.FAIL)
     retry(study, study.trials[ruled.number])
     assert study.trials[-1].number == ruled.number
+
+
+def test_two_drivers_taking_the_last_place_at_once_keep_one_candidate(tmp_path: Path) -> None:
+    """Two drivers both counted one free place and both asked: trial numbers order them alike
+    for both, the later gives its trial back (a queued one is queued again as it was), and the
+    accounting calls it surplus."""
+    from autoprune.policy import PruningPolicy
+    from autoprune.search._base import Proposal
+    from autoprune.search.fidelity import Ledger, make_pruner
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first, second = (Ledger(url, make_pruner("none", [None], 2), driver=d) for d in "ab")
+    bounds = {"a": 0.9, "b": 0.9}
+    policy = PruningPolicy("resnet8", {"a": 0.4, "b": 0.2})
+    assert first.taken() == second.taken() == 0  # both see the free place
+    first.open(Proposal(0, policy), bounds)
+    first.study.enqueue_trial({"a": 0.3}, user_attrs={"warm_start": "uniform"})
+    asked = second.study.ask()  # the queued warm start, numbered after the first's trial
+    asked.suggest_float("a", 0.0, 0.9)
+    late = Proposal(0, policy, handle=asked)
+    second.open(late, bounds)
+    assert first.taken() == 2
+    assert not first.surplus(Proposal(0, policy), 1)
+    assert second.surplus(late, 1)
+    second.give_back(late)
+    assert first.taken() == 1
+    kept, surplus, queued = first.study.get_trials(deepcopy=False)
+    assert kept.user_attrs["driver"] == "a" and kept.state.name == "RUNNING"
+    assert surplus.state.name == "FAIL" and surplus.user_attrs["surplus"]
+    assert queued.state.name == "WAITING" and queued.user_attrs == {"warm_start": "uniform"}
+    assert queued.system_attrs["fixed_params"] == {"a": 0.3}
+    first.close(Proposal(0, policy), "PRUNED", record={"trial": 0})
+    figures = accounting(first.study)
+    assert figures["surplus"] == 1 and figures["unaccounted"] == [f"{queued.number} WAITING"]

@@ -37,6 +37,10 @@ from autoprune.search._base import Proposal
 
 STUDY_NAME = "autoprune"
 OBJECTIVE = "val_top1"
+# Seconds an unclaimed running trial holds a place where the storage keeps no heartbeats.
+UNCLAIMED_GRACE_S = 60
+# What a queued trial carries that its copy, queued again, must keep.
+QUEUED_ATTRS = ("warm_start", "requeued_from")
 
 
 @contextmanager
@@ -275,13 +279,56 @@ class Ledger:
         """Candidates finished (with a record) or running, by any driver: what counts towards
         the search's number of trials. A trial failed because its driver died, and so queued
         again, does not count; its retry does once it runs."""
-        trials = self.study.get_trials(deepcopy=False)
-        return sum(1 for t in trials if "record" in t.user_attrs or self._running(t))
+        since = self._claim_cutoff()
+        return sum(1 for t in self.study.get_trials(deepcopy=False) if self._holds(t, since))
 
-    def _running(self, t: optuna.trial.FrozenTrial) -> bool:
-        """Running, and a driver's: a trial asked for but never claimed (its driver died in
-        between) does not hold a place, unless this study is this driver's alone."""
-        return t.state == TrialState.RUNNING and ("driver" in t.user_attrs or self.exclusive)
+    def _claim_cutoff(self) -> datetime.datetime:
+        """Start time after which a running trial no driver has claimed yet still holds a
+        place: its driver is between asking for it and claiming it. Older ones were lost
+        (their driver died in between); :meth:`fail_stale` fails them."""
+        grace = 10 * (self.heartbeat_s or UNCLAIMED_GRACE_S // 10)
+        return datetime.datetime.now() - datetime.timedelta(seconds=grace)
+
+    def _holds(self, t: optuna.trial.FrozenTrial, since: datetime.datetime) -> bool:
+        """Whether the trial holds a place among the search's candidates: recorded, or
+        running and claimed by a driver (any running trial, in a study that is this driver's
+        alone), or running and asked for within the grace period."""
+        if "record" in t.user_attrs:
+            return True
+        if t.state != TrialState.RUNNING:
+            return False
+        claimed = "driver" in t.user_attrs or self.exclusive
+        return claimed or (t.datetime_start is not None and t.datetime_start > since)
+
+    def surplus(self, proposal: Proposal, planned: int) -> bool:
+        """Whether the candidate just opened is one too many: ``planned`` trials numbered
+        before it already hold a place. Two drivers that counted the same free place both ask;
+        trial numbers order the two the same way for every driver, so the later one gives its
+        trial back (:meth:`give_back`) and the search ends with ``planned`` candidates."""
+        mine = self._open[proposal.trial].number
+        since = self._claim_cutoff()
+        trials = self.study.get_trials(deepcopy=False)
+        return sum(1 for t in trials if t.number < mine and self._holds(t, since)) >= planned
+
+    def give_back(self, proposal: Proposal) -> None:
+        """Fail a surplus candidate's trial (marked ``surplus``, no record); one taken from the
+        queue (a warm start, a dead driver's retry) is queued again as it was."""
+        trial = self._open.pop(proposal.trial)
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        with quiet_optuna():
+            trial.set_user_attr("surplus", True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            if {"fixed_params", "failed_trial"} & frozen.system_attrs.keys():
+                queued = {k: v for k, v in frozen.user_attrs.items() if k in QUEUED_ATTRS}
+                self.study.add_trial(
+                    optuna.trial.create_trial(
+                        state=TrialState.WAITING,
+                        params=frozen.params,
+                        distributions=frozen.distributions,
+                        user_attrs=queued,
+                        system_attrs=dict(frozen.system_attrs),
+                    )
+                )
 
     def running_elsewhere(self) -> bool:
         """Whether trials of other drivers are running."""
