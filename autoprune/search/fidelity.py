@@ -43,6 +43,14 @@ UNCLAIMED_GRACE_S = 60
 QUEUED_ATTRS = ("warm_start", "requeued_from")
 
 
+def worth_retrying(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial lost with its driver is queued again: only a sampler's candidate. One
+    without parameters proposed nothing (lost between asking and sampling); one the ledger made
+    for a searcher that proposes outside Optuna (rules, AMC, random) is proposed again by that
+    searcher on resume. Either copy would only be left waiting."""
+    return bool(t.params) and t.user_attrs.get("owner") != "ledger"
+
+
 @contextmanager
 def quiet_optuna() -> Iterator[None]:
     """Optuna's per-trial INFO lines off for this block (the CLI reports progress itself); the
@@ -256,7 +264,7 @@ class Ledger:
         with quiet_optuna(), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
-        cutoff = datetime.datetime.now() - datetime.timedelta(seconds=10 * beat)
+        cutoff = self._claim_cutoff()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if "driver" in t.user_attrs or t.datetime_start is None or t.datetime_start > cutoff:
                 continue
@@ -264,7 +272,7 @@ class Ledger:
                 self.study.tell(t.number, state=TrialState.FAIL)
             except RuntimeError:  # another driver got there first
                 continue
-            if t.params:
+            if worth_retrying(t):
                 self.study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
 
     @property
@@ -463,8 +471,7 @@ class Ledger:
                 self.study.tell(t.number, state=TrialState.FAIL)
                 # Re-queue a lost proposal only if it reported no rung: a rung score it did
                 # report stays in the pruner's history, and a copy would compete against it.
-                fresh = not t.intermediate_values and t.user_attrs.get("owner") != "ledger"
-                if rec is None and fresh:
+                if rec is None and not t.intermediate_values and worth_retrying(t):
                     self.study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
 
 

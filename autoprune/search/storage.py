@@ -44,14 +44,13 @@ def is_shared(url: str | None) -> bool:
 
 
 class RetryCandidate(optuna.storages.RetryHeartbeatStaleTrialCallback):
-    """Queue a stale trial again only if it holds a sampler's candidate. A trial its driver
-    asked for but lost before giving it parameters (a dropped connection, a kill) proposed
-    nothing and never held a place; one the ledger made for a searcher that proposes outside
-    Optuna (rules, AMC, random) is proposed again by that searcher on resume. Either's retry
-    would only be left waiting."""
+    """Queue a stale trial again only if it holds a sampler's candidate
+    (:func:`autoprune.search.fidelity.worth_retrying`)."""
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.params and trial.user_attrs.get("owner") != "ledger":
+        from autoprune.search.fidelity import worth_retrying  # fidelity's package imports us
+
+        if worth_retrying(trial):
             super().__call__(study, trial)
 
 
