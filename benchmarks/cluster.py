@@ -93,11 +93,9 @@ def accounting(study: optuna.Study) -> dict[str, Any]:
     held a candidate, trials given back as surplus, trials left unaccounted (still running or
     queued, or failed without a record or a retry), and candidates evaluated twice."""
     trials = study.get_trials(deepcopy=False)
-    # A retry names every trial it stands for: Optuna's callback keeps the first failed trial in
-    # ``failed_trial`` and the whole chain (a retry that failed too, retried again) in
-    # ``retry_history``.
+    # A retry names every trial it stands for: Optuna's callback keeps the whole chain (a retry
+    # that failed too, retried again) in ``retry_history``; the ledger's own in ``requeued_from``.
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    retried |= {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs}
     retried |= {t.user_attrs["requeued_from"] for t in trials if "requeued_from" in t.user_attrs}
     recorded = [t for t in trials if "record" in t.user_attrs]
     # Asked for, then lost by its driver (a dropped connection, a kill) before it held
