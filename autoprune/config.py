@@ -161,7 +161,9 @@ class FidelityConfig:
     ``reconstruct`` refits every layer to the dense model's outputs by least squares on them
     (:mod:`autoprune.reconstruct`); only the best ``screen_keep`` share of the screened
     candidates goes on to the fine-tune rungs (which start from the plain pruned model, as the
-    final fine-tune does), so a search can screen many more candidates."""
+    final fine-tune does), so a search can screen many more candidates. ``screen_images``
+    scores screens on a fixed sample of the validation split (``null``: all of it): scoring is
+    most of a screen's time (benchmarks/results/screen_cost-*.md)."""
 
     min_steps: int | None = None
     rungs: int = 3
@@ -170,6 +172,7 @@ class FidelityConfig:
     screen: str = "none"  # none | bn | reconstruct
     screen_keep: float = 0.1
     calibration_images: int = 256
+    screen_images: int | None = None
 
     def steps(self, single: int) -> list[int]:
         from autoprune.search.fidelity import rung_steps
@@ -357,6 +360,8 @@ def _validate_fidelity(fid: FidelityConfig) -> None:
         or fid.reduction_factor < 2
     ):
         raise ConfigError("fidelity: min_steps and rungs must be ≥ 1, reduction_factor ≥ 2")
+    if fid.screen_images is not None and fid.screen_images < 1:
+        raise ConfigError(f"fidelity.screen_images must be ≥ 1 or null, got {fid.screen_images}")
     if fid.calibration_images < 1 or not 0 < fid.screen_keep <= 1:
         raise ConfigError(
             "fidelity: calibration_images must be ≥ 1 and screen_keep lie in (0, 1], got "

@@ -56,6 +56,9 @@ class Evaluator:
             ``recover`` (``none``: ``recover``'s).
         calibration_images: train images (a fixed, seeded sample, not augmented) the repair
             uses.
+        screen_images: validation images a screening call scores on (a fixed, seeded sample,
+            the same for every candidate; ``None``: all). Scoring is most of a screen's time,
+            and a screen only has to sort candidates into the few worth fine-tuning.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class Evaluator:
         recover: str = "none",
         screen: str = "none",
         calibration_images: int = 256,
+        screen_images: int | None = None,
     ) -> None:
         for what, value in (("recover", recover), ("screen", screen)):
             if value not in RECOVERIES:
@@ -92,6 +96,11 @@ class Evaluator:
         self.recover, self.screen = recover, screen
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
         self.calibration = pick[: min(calibration_images, len(train))]
+        self.screen_val = val
+        if screen_images is not None and screen_images < len(val):
+            some = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))
+            some = some[:screen_images].sort().values
+            self.screen_val = Split(val.x[some], val.y[some], val.mean, val.std)
         if teacher is None and finetune_cfg.distill > 0:
             with torch_threads(threads):
                 teacher = (
@@ -141,8 +150,9 @@ class Evaluator:
 
     def _evaluate(self, policy: PruningPolicy, seed: int, steps: int) -> EvalResult:
         t0 = time.perf_counter()
+        screening = steps == 0 and self.screen != "none"
         try:
-            repair = self.screen if steps == 0 and self.screen != "none" else self.recover
+            repair = self.screen if screening else self.recover
             pruned = self.prune(policy, repair).to(self.device)
         except Exception as e:
             raise EvaluationError(f"pruning failed: {e}") from e
@@ -152,7 +162,7 @@ class Evaluator:
         finetune(pruned, self.train, cfg, seed=seed, teacher=self.teacher)
         make_permanent(pruned)
         t1 = time.perf_counter()
-        acc = accuracy(pruned, self.val, self.eval_batch_size)
+        acc = accuracy(pruned, self.screen_val if screening else self.val, self.eval_batch_size)
         macs, params = count_macs_params(pruned, self.input_shape)
         kept = self.predictor.kept(policy)
         return EvalResult(

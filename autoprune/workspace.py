@@ -257,6 +257,7 @@ class Workspace:
             device=self.compute,
             screen=self.config.fidelity.screen,
             calibration_images=self.config.fidelity.calibration_images,
+            screen_images=self.config.fidelity.screen_images,
         )
 
 

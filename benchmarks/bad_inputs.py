@@ -78,6 +78,11 @@ CASES: list[Case] = [
         lambda t: _search(t, "b", **{"layers.min_keep": 0}),
     ),
     Case(
+        "screen scored on no images",
+        "fidelity.screen_images must be ≥ 1 or null, got 0",
+        lambda t: _search(t, "s", **{"fidelity.screen": "bn", "fidelity.screen_images": 0}),
+    ),
+    Case(
         "budget below the reachable minimum",
         "is infeasible: maximal pruning allowed by the bounds reaches",
         lambda t: _search(t, "ok", "--budget", "0.01"),

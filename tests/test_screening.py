@@ -21,7 +21,7 @@ from autoprune.models import build_model
 from autoprune.pipeline import fidelity_plan
 from autoprune.policy import PruningPolicy
 from autoprune.prunable import build_graph, discover, root_group
-from autoprune.pruning import apply_policy, channel_scores
+from autoprune.pruning import apply_policy, channel_scores, make_permanent
 from autoprune.reconstruct import recalibrate_bn, reconstruct
 from autoprune.records import TrialLog
 from autoprune.search import make_searcher
@@ -106,6 +106,16 @@ def test_evaluator_screens_with_no_fine_tune_step(tiny) -> None:
         FinetuneConfig(steps=2, batch_size=16),
     )  # fmt: skip
     assert plain(policy, 0, 2).accuracy == tuned.accuracy
+    # Screens may score on a fixed sample of the validation split; fine-tune rungs use all of it.
+    few = Evaluator(
+        tiny.model, tiny.layers, SHAPE, tiny.data.train, tiny.data.val, tiny.predictor,
+        FinetuneConfig(steps=2, batch_size=16), screen="reconstruct", calibration_images=64,
+        screen_images=7,
+    )  # fmt: skip
+    assert len(few.screen_val) == 7 < len(few.val)
+    repaired = make_permanent(few.prune(policy, "reconstruct"))
+    assert few(policy, 0, 0).accuracy == accuracy(repaired, few.screen_val) != screened.accuracy
+    assert few(policy, 0, 2).accuracy == tuned.accuracy
     with pytest.raises(ValueError, match="recover"):
         Evaluator(
             tiny.model, tiny.layers, SHAPE, tiny.data.train, tiny.data.val, tiny.predictor,
