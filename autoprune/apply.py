@@ -29,6 +29,7 @@ from autoprune.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
 POLICY, MODEL, REPORT = "best_policy.json", "model.pt", "report.json"
+CHECKPOINT = "finetune.ckpt"  # the final fine-tune's state while it runs
 MEASURE = {"min_time_s": 4.0, "rounds": 20}  # ~10 s for a dense/pruned pair (measure_seconds)
 
 
@@ -196,9 +197,11 @@ def final_finetune(
     data: Splits,
     *,
     progress: Progress | None = None,
+    checkpoint: Path | None = None,
 ) -> tuple[nn.Module, FinetuneResult]:
     """``ws.model`` pruned to ``policy`` and fine-tuned with the config's final recipe,
-    distilled from the dense model, early-stopped on validation; and what the fine-tune did."""
+    distilled from the dense model, early-stopped on validation; and what the fine-tune did
+    (``checkpoint``: resumable epoch by epoch, see :func:`autoprune.finetune.finetune`)."""
     report = progress or (lambda *_: None)
     done: list[FinetuneResult] = []
     model = prune_and_finetune(
@@ -214,6 +217,7 @@ def final_finetune(
         progress=lambda s, n, _loss: report("final fine-tune", s, n),
         device=ws.compute,
         on_result=done.append,
+        checkpoint=checkpoint,
     )
     return model, done[0]
 
@@ -362,8 +366,9 @@ def apply_and_export(
     pruned = apply_policy(ws.model, policy, ws.layers, ws.input_shape)
     before = accuracy(pruned, data.val, cfg.eval_batch_size)  # one-shot, before fine-tuning
     done = None
+    resume = out_dir / CHECKPOINT  # a killed fine-tune goes on from its last epoch
     if finetune_final:
-        pruned, done = final_finetune(ws, policy, data, progress=progress)
+        pruned, done = final_finetune(ws, policy, data, progress=progress, checkpoint=resume)
     report("measuring latency", 0, 1)
     m = measure_pair(ws, pruned, policy, profile, budget_spec, measure_kwargs)
     report("measuring latency", 1, 1)
@@ -377,6 +382,7 @@ def apply_and_export(
         )
     result.seconds = time.perf_counter() - start
     result = write_applied(out_dir, policy, pruned, result)
+    resume.unlink(missing_ok=True)
     if onnx:
         result.files["onnx"] = str(out_dir / "model.onnx")
         write_json(out_dir / REPORT, result.to_dict())
