@@ -249,3 +249,28 @@ def test_gpu_check_dry_run_runs_every_section_and_the_readme_gpu_commands(tmp_pa
     assert report["pruned"]["latency_ms"] > 0 and report["device"]["dtype"] == "bfloat16"
     with tarfile.open(tmp_path / "gpu-check.tar.gz") as tar:
         assert {"gpu-check.json", "gpu-check.md"} <= set(tar.getnames())
+
+
+def test_final_jobs_run_as_ray_tasks_resumable_and_clear_their_checkpoints(
+    tiny, tmp_path: Path
+) -> None:
+    """The studies' finals (proxy, fine-tune length) run as Ray tasks, each saving its state
+    after every epoch where it is told to (a session cut costs an epoch), and the checkpoint is
+    removed once the result is handed back."""
+    from autoprune.finetune import FinetuneConfig
+    from autoprune.policy import PruningPolicy
+    from benchmarks._final import FinalJob, run_finals
+
+    policy = PruningPolicy("resnet8", {la.name: 0.3 for la in tiny.layers}).to_dict()
+    job = FinalJob(tiny.model, tiny.layers, (3, 32, 32), tiny.data, None)
+    recipe = FinetuneConfig(epochs=2, batch_size=64, lr=0.05)
+    ckpts = [tmp_path / "a.ckpt", tmp_path / "b.ckpt"]
+    written: dict[int, bool] = {}
+    out = run_finals(
+        job,
+        [(policy, 0, recipe), (policy, 1, recipe)],
+        done=lambda i, _result: written.update({i: ckpts[i].is_file()}),
+        checkpoints=ckpts,
+    )
+    assert written == {0: True, 1: True} and not any(c.exists() for c in ckpts)
+    assert [r["seed"] for r in out] == [0, 1] and not any(r["resumed"] for r in out)
