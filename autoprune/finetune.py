@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoprune._device import autocast, model_device, on_device
+from autoprune._io import write_with
 from autoprune.config import FinetuneConfig
 from autoprune.data import Split
 
@@ -121,6 +124,7 @@ def finetune(
     teacher: nn.Module | Teacher | None = None,
     val: Split | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> FinetuneResult:
     """Train ``model`` in place, on the device it lives on, for ``cfg.total_steps`` steps
     (mixed precision with ``cfg.amp``).
@@ -128,6 +132,12 @@ def finetune(
     With ``cfg.patience`` and a ``val`` split, stops early when validation accuracy has not
     improved for ``patience`` checks, and returns the best weights seen — the final ones
     compete too, and win ties (a later point of a decaying schedule, at equal accuracy).
+
+    With ``checkpoint``, the whole training state is saved there (atomically) after every
+    epoch, and a fine-tune that finds a checkpoint of the same recipe, seed, length and
+    architecture resumes from it: a killed run loses at most one epoch and ends with the same
+    weights (each epoch's order and augmentation are seeded by its number). The caller removes
+    the file when done.
     """
     total = planned = cfg.total_steps(len(train))
     if total <= 0:
@@ -142,6 +152,9 @@ def finetune(
     model.train()
     losses: list[float] = []
     step, epoch = 0, 0
+    saved = _Resume(checkpoint, model, cfg, seed, planned) if checkpoint else None
+    if saved is not None:
+        step, epoch, losses = saved.load(model, opt, sched, scaler, stopper)
     while step < total:
         for idx, x, y, flip in train.indexed_batches(
             cfg.batch_size, shuffle=True, augment=cfg.augment, seed=seed + epoch
@@ -165,11 +178,75 @@ def finetune(
             if step >= total:
                 break
         epoch += 1
+        if saved is not None and step < total:
+            saved.save(step, epoch, model, opt, sched, scaler, stopper, losses)
     kept, val_acc = step, None
     if stopper is not None:
         kept, val_acc = stopper.finish(step, checked=step % check == 0)
     model.eval()
     return FinetuneResult(sum(losses[-20:]) / len(losses[-20:]), step, planned, kept, val_acc)
+
+
+class _Resume:
+    """A fine-tune's state at the end of an epoch, in one file: model, optimizer, schedule,
+    loss scaler, early-stop bookkeeping and the last losses, keyed by the recipe, seed, length
+    and architecture that made it (a checkpoint of another fine-tune is ignored and
+    overwritten)."""
+
+    def __init__(
+        self, path: Path, model: nn.Module, cfg: FinetuneConfig, seed: int, planned: int
+    ) -> None:
+        self.path = Path(path)
+        shapes = {k: list(v.shape) for k, v in model.state_dict().items()}  # the architecture
+        self.key = json.dumps(
+            {"recipe": asdict(cfg), "seed": seed, "planned": planned, "shapes": shapes}
+        )
+
+    def load(
+        self, model: nn.Module, opt: Any, sched: Any, scaler: Any, stopper: _EarlyStop | None
+    ) -> tuple[int, int, list[float]]:
+        """Restore a matching checkpoint into the objects; (step, epoch, losses) to go on
+        from, or (0, 0, []) to start."""
+        if not self.path.is_file():
+            return 0, 0, []
+        state = torch.load(self.path, weights_only=True, map_location=model_device(model))
+        if state.get("key") != self.key:
+            return 0, 0, []
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        scaler.load_state_dict(state["scaler"])
+        if stopper is not None:
+            stopper.best, stopper.waited, stopper.best_step = state["early_stop"]
+            stopper.state = state["early_stop_weights"]
+        torch.set_rng_state(state["rng"])
+        return state["step"], state["epoch"], [float(v) for v in state["losses"]]
+
+    def save(
+        self,
+        step: int,
+        epoch: int,
+        model: nn.Module,
+        opt: Any,
+        sched: Any,
+        scaler: Any,
+        stopper: _EarlyStop | None,
+        losses: list[float],
+    ) -> None:
+        state = {
+            "key": self.key,
+            "step": step,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "schedule": sched.state_dict(),
+            "scaler": scaler.state_dict(),
+            "early_stop": (stopper.best, stopper.waited, stopper.best_step) if stopper else None,
+            "early_stop_weights": stopper.state if stopper else None,
+            "rng": torch.get_rng_state(),
+            "losses": torch.tensor([float(v) for v in losses[-20:]]),
+        }
+        write_with(self.path, lambda p: torch.save(state, p))
 
 
 class _EarlyStop:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 
@@ -31,6 +32,7 @@ def prune_and_finetune(
     progress: Callable[[int, int, float], None] | None = None,
     device: str = "cpu",
     on_result: Callable[[FinetuneResult], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> nn.Module:
     """Return ``dense`` pruned to ``policy`` and fine-tuned with ``cfg`` on ``device`` (the
     result is back on the CPU; ``dense`` is never moved).
@@ -41,13 +43,18 @@ def prune_and_finetune(
     result has exactly the one-shot architecture, so it reloads from the same policy.
     Magnitude masks (hybrid/unstructured) stay attached while fine-tuning, so zeros stay zero.
     ``on_result`` receives what the fine-tune did (rounds summed: steps counted from the first).
+    ``checkpoint`` makes a one-shot fine-tune resumable epoch by epoch (see :func:`finetune`);
+    iterative rounds start over.
     """
     rounds = cfg.iterative_steps if policy.mode != "unstructured" else 1
     # cached logits are computed once for all rounds
     teacher = as_teacher(teacher, train, cfg, device)
     if rounds <= 1:
         model = apply_policy(dense, policy, layers, input_shape, permanent=False).to(device)
-        done = finetune(model, train, cfg, seed=seed, teacher=teacher, val=val, progress=progress)
+        done = finetune(
+            model, train, cfg, seed=seed, teacher=teacher, val=val, progress=progress,
+            checkpoint=checkpoint,
+        )  # fmt: skip
         if on_result is not None:
             on_result(done)
         return make_permanent(model).cpu()

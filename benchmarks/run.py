@@ -343,6 +343,8 @@ class Bench:
         t0 = time.perf_counter()
         last = [0.0]
         result: list[FinetuneResult] = []  # steps run of planned, and whose weights were kept
+        ckpt = folder / f"final-seed{seed}{self.final_tag}.ckpt"  # a kill costs one epoch
+        resumed = ckpt.is_file()
 
         def tick(step: int, total: int, loss: float) -> None:
             now = time.perf_counter() - t0
@@ -367,12 +369,14 @@ class Bench:
                 val=self.data.val,
                 progress=tick,
                 on_result=result.append,
+                checkpoint=ckpt,
             )
             seconds = time.perf_counter() - t0
             recipe = dataclasses.asdict(self.recipe(budget))
             out = {
                 "seed": seed,
-                "finetune_s": seconds,
+                "finetune_s": seconds,  # this process's part, if resumed
+                "resumed": resumed,
                 "steps_run": result[0].steps,
                 "steps_planned": result[0].planned,
                 "kept_step": result[0].kept_step,  # < steps_run: an earlier check's weights won
@@ -384,6 +388,7 @@ class Bench:
             lambda p: torch.save(model.state_dict(), p),
         )
         write_json(done, out)
+        ckpt.unlink(missing_ok=True)
         return out
 
     def latency(self, budget: str, method: str, policy: PruningPolicy) -> dict[str, Any]:

@@ -290,3 +290,43 @@ def test_hybrid_mode_adds_magnitude_sparsity_that_survives_fine_tuning(tmp_path:
     assert res.exit_code == 2 and "nothing to search" in res.output
     res = _cli("search", "-c", str(write_config(tmp_path, mode="hybrid")))
     assert res.exit_code == 2 and "sparsity must lie in [0, 1)" in res.output
+
+
+def test_a_killed_fine_tune_resumes_at_its_last_epoch_with_the_same_weights(
+    tiny, tmp_path: Path
+) -> None:
+    """A fine-tune killed in its third epoch, run again with its checkpoint, starts at the
+    third epoch and ends with exactly the weights (and early-stop choice) of one that was
+    never stopped; a checkpoint of another recipe is ignored."""
+    policy = PruningPolicy("resnet8", {la.name: 0.3 for la in tiny.layers})
+    cfg = FinetuneConfig(epochs=3, batch_size=32, lr=0.05, patience=100)
+    per_epoch = -(-len(tiny.data.train) // 32)
+    ckpt = tmp_path / "final.ckpt"
+
+    def run(recipe: FinetuneConfig, progress=None, checkpoint=None):
+        model = apply_policy(tiny.model, policy, tiny.layers, SHAPE)  # as a new process would
+        done = finetune(
+            model, tiny.data.train, recipe, seed=3, val=tiny.data.val, progress=progress,
+            checkpoint=checkpoint,
+        )  # fmt: skip
+        return model, done
+
+    whole, whole_done = run(cfg)
+
+    class Killed(Exception):
+        pass
+
+    def kill(step: int, total: int, loss: float) -> None:
+        if step == 2 * per_epoch + 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(cfg, kill, ckpt)
+    steps: list[int] = []
+    resumed, resumed_done = run(cfg, lambda s, t, loss: steps.append(s), ckpt)
+    assert steps[0] == 2 * per_epoch + 1 and resumed_done == whole_done
+    kept = resumed.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in whole.state_dict().items())
+    steps.clear()
+    run(FinetuneConfig(epochs=3, batch_size=32, lr=0.01), lambda s, t, loss: steps.append(s), ckpt)
+    assert steps[0] == 1  # another recipe's checkpoint: from the start
