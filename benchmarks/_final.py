@@ -32,8 +32,17 @@ class FinalJob:
     data: Splits
     teacher: Teacher | None
 
-    def run(self, policy: dict[str, Any], seed: int, recipe: dict[str, Any]) -> dict[str, Any]:
+    def run(
+        self,
+        policy: dict[str, Any],
+        seed: int,
+        recipe: dict[str, Any],
+        checkpoint: Path | None = None,
+    ) -> dict[str, Any]:
+        """One final fine-tune on one thread (``checkpoint``: resumable epoch by epoch; the
+        caller removes it once the result is saved)."""
         t0 = time.perf_counter()
+        resumed = checkpoint is not None and checkpoint.is_file()
         cfg = FinetuneConfig(**recipe)
         with torch_threads(1):
             model = prune_and_finetune(
@@ -46,9 +55,11 @@ class FinalJob:
                 seed=seed,
                 teacher=self.teacher or self.model,
                 val=self.data.val,
+                checkpoint=checkpoint,
             )
             scores = {f"{k}_acc": accuracy(model, s) for k, s in self.data.reported().items()}
-        return {"seed": seed, "recipe": recipe, "finetune_s": time.perf_counter() - t0, **scores}
+        seconds = time.perf_counter() - t0  # this process's part, if resumed
+        return {"seed": seed, "recipe": recipe, "finetune_s": seconds, "resumed": resumed} | scores
 
 
 def study_parser(description: str) -> argparse.ArgumentParser:
@@ -74,8 +85,14 @@ def proposals(searcher: Searcher, n: int) -> list[PruningPolicy]:
     return out
 
 
-def _task(job: FinalJob, policy: dict[str, Any], seed: int, recipe: dict[str, Any]) -> Any:
-    return job.run(policy, seed, recipe)
+def _task(
+    job: FinalJob,
+    policy: dict[str, Any],
+    seed: int,
+    recipe: dict[str, Any],
+    checkpoint: Path | None,
+) -> Any:
+    return job.run(policy, seed, recipe, checkpoint)
 
 
 def run_finals(
@@ -83,9 +100,11 @@ def run_finals(
     todo: list[tuple[dict[str, Any], int, FinetuneConfig]],
     *,
     done: Callable[[int, dict[str, Any]], None] | None = None,
+    checkpoints: list[Path] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every (policy, seed, recipe) in ``todo`` on a local Ray, one per CPU at a time;
-    ``done(i, result)`` is called as each finishes (results come back in ``todo`` order)."""
+    ``done(i, result)`` is called as each finishes (results come back in ``todo`` order).
+    ``checkpoints`` (one per job) make them resumable; each is removed after its ``done``."""
     import ray
 
     from autoprune.distributed import init_ray
@@ -94,7 +113,11 @@ def run_finals(
     try:
         ref = ray.put(job)
         task = ray.remote(_task).options(num_cpus=1)
-        pending = {task.remote(ref, p, s, asdict(r)): i for i, (p, s, r) in enumerate(todo)}
+        ckpts: list[Path | None] = list(checkpoints) if checkpoints else [None] * len(todo)
+        pending = {
+            task.remote(ref, p, s, asdict(r), c): i
+            for i, ((p, s, r), c) in enumerate(zip(todo, ckpts, strict=True))
+        }
         out: dict[int, dict[str, Any]] = {}
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
@@ -102,6 +125,9 @@ def run_finals(
             out[i] = ray.get(ready)
             if done is not None:
                 done(i, out[i])
+            ckpt = ckpts[i]
+            if ckpt is not None:
+                ckpt.unlink(missing_ok=True)
         return [out[i] for i in range(len(todo))]
     finally:
         ray.shutdown()

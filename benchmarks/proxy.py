@@ -99,7 +99,12 @@ def _finals(
             write_json(path, finals)
             _log(f"  candidate {todo[j]}: val {result['val_acc']:.2f}")
 
-        run_finals(job, [(policies[i], 0, recipe) for i in todo], done=done)
+        run_finals(
+            job,
+            [(policies[i], 0, recipe) for i in todo],
+            done=done,
+            checkpoints=[folder / f"final-{i}-{recipe.epochs:g}ep.ckpt" for i in todo],
+        )
     return [finals[str(i)] for i in range(len(policies))]
 
 
