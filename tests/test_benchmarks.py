@@ -220,3 +220,28 @@ def test_readme_result_rows_are_copied_from_rendered_results() -> None:
     rows = [line for line in readme.splitlines() if line.startswith(("| 70% |", "| 50% |"))]
     assert len(rows) >= 10
     assert [r for r in rows if r not in rendered] == []
+
+
+def test_final_jobs_run_as_ray_tasks_resumable_and_clear_their_checkpoints(
+    tiny, tmp_path: Path
+) -> None:
+    """The studies' finals (proxy, fine-tune length) run as Ray tasks, each saving its state
+    after every epoch where it is told to (a session cut costs an epoch), and the checkpoint is
+    removed once the result is handed back."""
+    from autoprune.finetune import FinetuneConfig
+    from autoprune.policy import PruningPolicy
+    from benchmarks._final import FinalJob, run_finals
+
+    policy = PruningPolicy("resnet8", {la.name: 0.3 for la in tiny.layers}).to_dict()
+    job = FinalJob(tiny.model, tiny.layers, (3, 32, 32), tiny.data, None)
+    recipe = FinetuneConfig(epochs=2, batch_size=64, lr=0.05)
+    ckpts = [tmp_path / "a.ckpt", tmp_path / "b.ckpt"]
+    written: dict[int, bool] = {}
+    out = run_finals(
+        job,
+        [(policy, 0, recipe), (policy, 1, recipe)],
+        done=lambda i, _result: written.update({i: ckpts[i].is_file()}),
+        checkpoints=ckpts,
+    )
+    assert written == {0: True, 1: True} and not any(c.exists() for c in ckpts)
+    assert [r["seed"] for r in out] == [0, 1] and not any(r["resumed"] for r in out)
