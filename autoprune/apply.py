@@ -373,20 +373,32 @@ def apply_and_export(
     m = measure_pair(ws, pruned, policy, profile, budget_spec, measure_kwargs)
     report("measuring latency", 1, 1)
     result = _result(ws, policy, profile, data, m, pruned, before, history, done)
-    if onnx:
-        from autoprune.export import ONNX, export_onnx, onnx_metadata
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        result.onnx_max_abs_diff = export_onnx(
-            pruned, ws.input_shape, out_dir / ONNX, onnx_metadata(policy)
-        )
     result.seconds = time.perf_counter() - start
     result = write_applied(out_dir, policy, pruned, result)
     resume.unlink(missing_ok=True)
     if onnx:
-        result.files["onnx"] = str(out_dir / "model.onnx")
-        write_json(out_dir / REPORT, result.to_dict())
+        _add_onnx(result, pruned, ws.input_shape, policy, out_dir, start)
     return result
+
+
+def _add_onnx(
+    result: ExportReport,
+    pruned: nn.Module,
+    input_shape: tuple[int, ...],
+    policy: PruningPolicy,
+    out_dir: Path,
+    start: float,
+) -> None:
+    """Export ``model.onnx`` beside an applied policy (checked against PyTorch) and record it
+    in the report."""
+    from autoprune.export import ONNX, export_onnx, onnx_metadata
+
+    result.onnx_max_abs_diff = export_onnx(
+        pruned, input_shape, out_dir / ONNX, onnx_metadata(policy)
+    )
+    result.files["onnx"] = str(out_dir / ONNX)
+    result.seconds = time.perf_counter() - start
+    write_json(out_dir / REPORT, result.to_dict())
 
 
 def apply(

@@ -145,11 +145,8 @@ def finetune(
     improved for ``patience`` checks, and returns the best weights seen — the final ones
     compete too, and win ties (a later point of a decaying schedule, at equal accuracy).
 
-    With ``checkpoint``, the whole training state is saved there (atomically) after every
-    epoch, and a fine-tune that finds a checkpoint of the same recipe, seed, length and
-    architecture resumes from it: a killed run loses at most one epoch and ends with the same
-    weights (each epoch's order and augmentation are seeded by its number). The caller removes
-    the file when done.
+    With ``checkpoint``, resumable epoch by epoch with the same final weights (:class:`_Resume`);
+    the caller removes the file when done.
     """
     total = planned = cfg.total_steps(len(train))
     if total <= 0:
@@ -166,12 +163,9 @@ def finetune(
     opt, sched = _optimizer(model, cfg, total, device)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and _scaled(device))
     model.train()
-    losses: list[torch.Tensor] = []  # on the device: read back only when reported
     every = 25 if device.type == "cuda" else 1  # each read-back waits for the GPU
-    step, epoch = 0, 0
-    saved = _Resume(checkpoint, model, cfg, seed, planned) if checkpoint else None
-    if saved is not None:
-        step, epoch, losses = saved.load(model, opt, sched, scaler, stopper)
+    saved = _Resume(checkpoint, model, cfg, seed, planned)
+    step, epoch, losses = saved.load(model, opt, sched, scaler, stopper)  # (0, 0, []): a start
     while step < total:
         for idx, x, y, flip in train.indexed_batches(
             cfg.batch_size, shuffle=True, augment=cfg.augment, seed=seed + epoch
@@ -187,11 +181,9 @@ def finetune(
             if step >= total:
                 break
         epoch += 1
-        if saved is not None and step < total:
+        if step < total:
             saved.save(step, epoch, model, opt, sched, scaler, stopper, losses)
-    kept, val_acc = step, None
-    if stopper is not None:
-        kept, val_acc = stopper.finish(step, checked=step % check == 0)
+    kept, val_acc = stopper.finish(step, step % check == 0) if stopper else (step, None)
     model.eval()
     last = float(torch.stack(losses[-20:]).mean())
     return FinetuneResult(last, step, planned, kept, val_acc)
@@ -232,15 +224,17 @@ def _scaled(device: torch.device) -> bool:
 
 
 class _Resume:
-    """A fine-tune's state at the end of an epoch, in one file: model, optimizer, schedule,
-    loss scaler, early-stop bookkeeping and the last losses, keyed by the recipe, seed, length
-    and architecture that made it (a checkpoint of another fine-tune is ignored and
-    overwritten)."""
+    """A fine-tune's state at the end of an epoch, saved atomically in one file (``path``;
+    ``None``: nothing saved): model, optimizer, schedule, loss scaler, early-stop bookkeeping
+    and the last losses, keyed by the recipe, seed, length and architecture that made it (a
+    checkpoint of another fine-tune is ignored and overwritten). A killed run loses at most one
+    epoch and ends with the same weights: each epoch's order and augmentation are seeded by its
+    number."""
 
     def __init__(
-        self, path: Path, model: nn.Module, cfg: FinetuneConfig, seed: int, planned: int
+        self, path: Path | None, model: nn.Module, cfg: FinetuneConfig, seed: int, planned: int
     ) -> None:
-        self.path = Path(path)
+        self.path = Path(path) if path is not None else None
         shapes = {k: list(v.shape) for k, v in model.state_dict().items()}  # the architecture
         self.key = json.dumps(
             {"recipe": asdict(cfg), "seed": seed, "planned": planned, "shapes": shapes}
@@ -250,8 +244,8 @@ class _Resume:
         self, model: nn.Module, opt: Any, sched: Any, scaler: Any, stopper: _EarlyStop | None
     ) -> tuple[int, int, list[torch.Tensor]]:
         """Restore a matching checkpoint into the objects; (step, epoch, losses) to go on
-        from, or (0, 0, []) to start."""
-        if not self.path.is_file():
+        from, or (0, 0, []) to start (losses stay on the device, read back when reported)."""
+        if self.path is None or not self.path.is_file():
             return 0, 0, []
         state = torch.load(self.path, weights_only=True, map_location=model_device(model))
         if state.get("key") != self.key:
@@ -277,6 +271,8 @@ class _Resume:
         stopper: _EarlyStop | None,
         losses: list[torch.Tensor],
     ) -> None:
+        if self.path is None:
+            return
         state = {
             "key": self.key,
             "step": step,

@@ -49,14 +49,11 @@ def prune_and_finetune(
     rounds = cfg.iterative_steps if policy.mode != "unstructured" else 1
     # cached logits are computed once for all rounds
     teacher = as_teacher(teacher, train, cfg, device)
+    report = on_result or (lambda _done: None)
     if rounds <= 1:
         model = apply_policy(dense, policy, layers, input_shape, permanent=False).to(device)
-        done = finetune(
-            model, train, cfg, seed=seed, teacher=teacher, val=val, progress=progress,
-            checkpoint=checkpoint,
-        )  # fmt: skip
-        if on_result is not None:
-            on_result(done)
+        report(finetune(model, train, cfg, seed=seed, teacher=teacher, val=val,
+                        progress=progress, checkpoint=checkpoint))  # fmt: skip
         return make_permanent(model).cpu()
     per = max(1, cfg.total_steps(len(train)) // rounds)
     round_cfg = dataclasses.replace(cfg, steps=per, epochs=None)
@@ -78,8 +75,7 @@ def prune_and_finetune(
                 model, train, round_cfg, seed=seed + k, teacher=teacher, val=val, progress=tick
             )
         )
-    if on_result is not None:
-        on_result(_summed(results))
+    report(_summed(results))
     return make_permanent(model).cpu()
 
 
