@@ -181,6 +181,9 @@ def search(
     channels_last: bool | None = ChannelsLastOpt,
     profile: Path | None = ProfileOpt,
     trials: int | None = typer.Option(None, help="Number of candidates."),
+    timeout: float | None = typer.Option(
+        None, help="Seconds after which no new candidate starts (those started finish)."
+    ),
     parallel: int | None = typer.Option(None, help="Evaluations in flight (Ray when > 1)."),
     seed: int | None = typer.Option(None, help="Search seed."),
     run_dir: Path = typer.Option(Path("runs/search"), help="Where the study and trials go."),
@@ -208,6 +211,7 @@ def search(
         cfg = _config(config, {
             "budget": budget, "search.searcher": searcher, "search.sampler": sampler,
             "search.parallel": parallel, "search.seed": seed, "search.study": study,
+            "search.timeout_s": timeout,
             **_spec(device, threads, batch, runtime, dtype, channels_last, profile),
         })  # fmt: skip
         if sensitivity is not None:

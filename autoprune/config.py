@@ -137,6 +137,7 @@ class SearchConfig:
     searcher: str = "optuna"  # optuna | amc | random | uniform | global
     sampler: str = "tpe"  # tpe | nsga2 | random (optuna only)
     trials: int = 40
+    timeout_s: float | None = None  # stop asking for candidates after this long (None: never)
     seed: int = 0
     parallel: int = 1
     startup_trials: int = 10
@@ -429,6 +430,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key} is {value!r}; choose one of {', '.join(allowed)}")
     if cfg.search.trials < 1 or cfg.search.parallel < 1:
         raise ConfigError("search.trials and search.parallel must be ≥ 1")
+    if cfg.search.timeout_s is not None and cfg.search.timeout_s <= 0:
+        raise ConfigError(f"search.timeout_s must be positive, got {cfg.search.timeout_s:g}")
 
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "search_spaces" / "resnet20_cifar10.yaml"

@@ -4,6 +4,7 @@ weak candidate early) → tell on arrival → record."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from abc import ABC, abstractmethod
@@ -205,6 +206,7 @@ class SearchSummary:
     seconds: float
     interrupted: bool = False
     records: list[dict[str, Any]] = field(default_factory=list)  # every finished candidate
+    timed_out: bool = False  # stopped asking for candidates at the timeout
 
 
 @dataclass
@@ -334,9 +336,16 @@ class _Driver:
         (elsewhere a dead driver's trial would be waited on forever)."""
         return self.ledger.heartbeat_s is not None and self.ledger.running_elsewhere()
 
-    def run(self, n_trials: int, parallel: int, note: Callable[[str], None] | None) -> None:
-        """Ask and submit until ``n_trials`` are taken and nothing is in flight; handle each
-        rung as it arrives. Dead drivers' trials are failed along the way."""
+    def run(
+        self,
+        n_trials: int,
+        parallel: int,
+        note: Callable[[str], None] | None,
+        deadline: float = math.inf,
+    ) -> bool:
+        """Ask and submit until ``n_trials`` are taken (or ``deadline``, a ``perf_counter``
+        time, passed) and nothing is in flight; handle each rung as it arrives. Dead drivers'
+        trials are failed along the way. Returns whether the deadline stopped the asking."""
         from autoprune.search.storage import retrying
 
         exhausted = False
@@ -344,7 +353,12 @@ class _Driver:
         while True:
             retrying(self.ledger.fail_stale, note=note)
             self.revisit(final=False, note=note)
-            while len(self.jobs) < parallel and retrying(self.taken, note=note) < n_trials:
+            late = time.perf_counter() >= deadline
+            while (
+                not late
+                and len(self.jobs) < parallel
+                and retrying(self.taken, note=note) < n_trials
+            ):
                 try:
                     prop = retrying(self.searcher.ask, note=note)
                 except optuna.exceptions.UpdateFinishedTrialError:
@@ -357,8 +371,8 @@ class _Driver:
                 self.revisit(final=True, note=note)
                 continue
             if not self.jobs:
-                if exhausted or not retrying(self._others_running, note=note):
-                    return
+                if exhausted or late or not retrying(self._others_running, note=note):
+                    return late
                 # Other drivers' candidates still run: wait for them, so that if a driver died
                 # its trials go stale here and are taken up, and the study is finished.
                 time.sleep(self.ledger.heartbeat_s or 1)
@@ -400,20 +414,18 @@ def run_search(
     seed: int = 0,
     on_result: Callable[[dict[str, Any]], None] | None = None,
     note: Callable[[str], None] | None = None,
+    timeout_s: float | None = None,
 ) -> SearchSummary:
-    """Drive ``searcher`` until the run's study holds ``n_trials`` candidates (resumed ones, and
-    those of other drivers sharing the study, count).
-
-    Each candidate is fine-tuned ``rungs[0]`` steps and scored; while ``ledger``'s pruner lets
-    it, it is scored again after ``rungs[1]``, ``rungs[2]``, … steps (default: one rung of
-    the evaluator's own length, recorded in an in-memory study). A candidate going on to
-    its next rung is resubmitted before new ones are asked for, and up to ``parallel``
-    evaluations stay in flight. Each finished candidate (COMPLETE at the last rung, PRUNED
-    earlier, or FAIL) is stored on its trial and recorded before the searcher is told. Where
-    the study keeps heartbeats, this driver sends them for its running trials and fails those
-    of drivers that died (their candidates are queued again). A lost database connection is
-    retried (``note`` hears of it). Ctrl-C cancels what is in flight and returns with
-    everything finished saved.
+    """Drive ``searcher`` until the run's study holds ``n_trials`` candidates (resumed ones and
+    other drivers' count) or ``timeout_s`` passed (then no new candidate starts; started ones
+    finish). Each candidate is fine-tuned ``rungs[0]`` steps and scored, then ``rungs[1]``, …
+    while ``ledger``'s pruner lets it (default: one rung of the evaluator's own length, in an
+    in-memory study); promotions are submitted before new candidates, up to ``parallel`` in
+    flight. Each finished candidate (COMPLETE at the last rung, PRUNED earlier, or FAIL) is
+    stored on its trial and recorded before the searcher is told. With heartbeats, this driver
+    sends them for its trials and fails dead drivers' (queued again). A lost database
+    connection is retried (``note`` hears of it). Ctrl-C cancels what is in flight and returns
+    with everything finished saved.
     """
     from autoprune.search.storage import retrying
 
@@ -431,10 +443,11 @@ def run_search(
     db(lambda: ledger.recover(log.records))
     searcher.resume(log.records)
     driver = _Driver(searcher, pool, log, ledger, rungs or [None], seed, on_result)
-    interrupted = False
+    interrupted = timed_out = False
     ledger.start()
     try:
-        driver.run(n_trials, parallel, note)
+        deadline = start + timeout_s if timeout_s is not None else math.inf
+        timed_out = driver.run(n_trials, parallel, note, deadline)
     except KeyboardInterrupt:
         interrupted = True
         pool.cancel_all()
@@ -445,8 +458,9 @@ def run_search(
         db(lambda: log.sync(ledger.records()))
     failed = sum(r["state"] == "FAIL" for r in log.records)
     return SearchSummary(
-        len(log.records), failed, log.best, time.perf_counter() - start, interrupted, log.records
-    )
+        len(log.records), failed, log.best, time.perf_counter() - start, interrupted,
+        log.records, timed_out,
+    )  # fmt: skip
 
 
 def evaluate_all(

@@ -221,6 +221,7 @@ def search(
             return run_search(
                 searcher, pool, log, cfg.search.trials, ledger=ledger, rungs=rungs,
                 parallel=parallel, seed=cfg.search.seed, on_result=on_result, note=note,
+                timeout_s=cfg.search.timeout_s,
             )  # fmt: skip
         finally:
             pool.close()

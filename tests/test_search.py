@@ -193,3 +193,28 @@ def test_a_rule_candidate_does_not_take_a_queued_retry(tmp_path: Path) -> None:
     trials = ledger.study.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["WAITING", "RUNNING"]
     assert trials[1].params == {"a": 0.4, "b": 0.2} and trials[1].user_attrs["trial"] == 1
+
+
+def test_timeout_stops_asking_and_lets_started_candidates_finish(tiny, tmp_path: Path) -> None:
+    """``search.timeout_s``: past it no new candidate starts, the ones started run their rungs
+    to the end, and the summary says the timeout stopped it; a timeout ≤ 0 is refused."""
+    import time
+
+    from autoprune.errors import ConfigError
+
+    class Slow(FakeEvaluator):
+        def __call__(self, policy, seed: int = 0, steps: int | None = None):
+            time.sleep(0.2)
+            return super().__call__(policy, seed, steps)
+
+    searcher = make_searcher("random", _ctx(tiny, tmp_path), Config())
+    log = TrialLog(tmp_path, searcher.name)
+    ledger = _ledger(tmp_path, (1, 3))
+    pool = LocalPool(Slow(tiny.predictor, [la.name for la in tiny.layers]))
+    summary = run_search(searcher, pool, log, 100, ledger=ledger, rungs=[1, 3], timeout_s=1.0)
+    assert summary.timed_out and not summary.interrupted
+    assert 2 <= summary.finished < 100 and summary.failed == 0
+    states = {t.state.name for t in ledger.study.get_trials(deepcopy=False)}
+    assert states <= {"COMPLETE", "PRUNED"}  # nothing left running
+    with pytest.raises(ConfigError, match="timeout_s must be positive"):
+        Config().replace(**{"search.timeout_s": 0})
