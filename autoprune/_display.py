@@ -72,7 +72,7 @@ def trial_printer(bar: Callable[[], Callable[[str, int, int], None]], total: int
 def print_summary(summary: Any, run_dir: Path) -> None:
     best = summary.best
     state = "interrupted; finished trials saved" if summary.interrupted else "done"
-    if getattr(summary, "timed_out", False):
+    if summary.timed_out:
         state = "stopped asking at the timeout, done"
     out.print(
         f"search {state}: {summary.finished} trials ({summary.failed} failed) in "

@@ -94,12 +94,10 @@ class Evaluator:
         self.eval_batch_size = eval_batch_size
         self.device = device
         self.recover, self.screen = recover, screen
-        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-        self.calibration = pick[: min(calibration_images, len(train))]
+        self.calibration = seeded_sample(len(train), calibration_images)
         self.screen_val = val
         if screen_images is not None and screen_images < len(val):
-            some = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))
-            some = some[:screen_images].sort().values
+            some = seeded_sample(len(val), screen_images).sort().values
             self.screen_val = Split(val.x[some], val.y[some], val.mean, val.std)
         if teacher is None and finetune_cfg.distill > 0:
             with torch_threads(threads):
@@ -179,4 +177,10 @@ class Evaluator:
         )
 
 
-__all__ = ["EvalResult", "Evaluator"]
+def seeded_sample(n: int, k: int) -> torch.Tensor:
+    """The first ``k`` of a fixed (seed-0) shuffle of ``range(n)``: the images an evaluator
+    calibrates a repair on, or scores screens on; the first ``k`` of a larger sample."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:k]
+
+
+__all__ = ["EvalResult", "Evaluator", "seeded_sample"]

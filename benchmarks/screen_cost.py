@@ -27,6 +27,7 @@ import torch
 
 from autoprune._io import write_json
 from autoprune._threads import torch_threads
+from autoprune.evaluate import seeded_sample
 from autoprune.policy import PruningPolicy
 from autoprune.pruning import make_permanent
 from benchmarks._common import provenance, save
@@ -75,7 +76,7 @@ def table(rows: list[dict[str, Any]], subsets: tuple[int, ...] = SUBSETS) -> lis
     """Per subset size: Spearman against the full split's score, and seconds per screen."""
     hits = np.array([[c == "1" for c in r["hits"]] for r in rows], dtype=float)
     n = hits.shape[1]
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).numpy()  # Evaluator's
+    order = seeded_sample(n, n).numpy()  # the evaluator's: the first k are a screen's images
     full = hits.mean(1).tolist()
     fixed = np.mean([r["prune_s"] + r["reconstruct_s"] for r in rows])
     score = np.mean([r["score_s"] for r in rows])

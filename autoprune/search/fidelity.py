@@ -287,8 +287,12 @@ class Ledger:
         """Candidates finished (with a record) or running, by any driver: what counts towards
         the search's number of trials. A trial failed because its driver died, and so queued
         again, does not count; its retry does once it runs."""
+        return len(self._places())
+
+    def _places(self) -> list[int]:
+        """The numbers of the trials that hold a place among the search's candidates."""
         since = self._claim_cutoff()
-        return sum(1 for t in self.study.get_trials(deepcopy=False) if self._holds(t, since))
+        return [t.number for t in self.study.get_trials(deepcopy=False) if self._holds(t, since)]
 
     def _claim_cutoff(self) -> datetime.datetime:
         """Start time after which a running trial no driver has claimed yet still holds a
@@ -314,9 +318,7 @@ class Ledger:
         trial numbers order the two the same way for every driver, so the later one gives its
         trial back (:meth:`give_back`) and the search ends with ``planned`` candidates."""
         mine = self._open[proposal.trial].number
-        since = self._claim_cutoff()
-        trials = self.study.get_trials(deepcopy=False)
-        return sum(1 for t in trials if t.number < mine and self._holds(t, since)) >= planned
+        return sum(n < mine for n in self._places()) >= planned
 
     def give_back(self, proposal: Proposal) -> None:
         """Fail a surplus candidate's trial (marked ``surplus``, no record); one taken from the
