@@ -195,16 +195,26 @@ def test_a_rule_candidate_does_not_take_a_queued_retry(tmp_path: Path) -> None:
     assert trials[1].params == {"a": 0.4, "b": 0.2} and trials[1].user_attrs["trial"] == 1
 
 
-def test_timeout_stops_asking_and_lets_started_candidates_finish(tiny, tmp_path: Path) -> None:
+def test_timeout_stops_asking_and_lets_started_candidates_finish(
+    tiny, tmp_path: Path, monkeypatch
+) -> None:
     """``search.timeout_s``: past it no new candidate starts, the ones started run their rungs
-    to the end, and the summary says the timeout stopped it; a timeout ≤ 0 is refused."""
+    to the end, and the summary says the timeout stopped it; a timeout ≤ 0 is refused. The
+    driver's clock advances 0.2 s per evaluation, so the count does not hang on machine speed."""
     import time
+    from types import SimpleNamespace
 
+    from autoprune import distributed
     from autoprune.errors import ConfigError
+
+    clock = [0.0]
+    monkeypatch.setattr(
+        distributed, "time", SimpleNamespace(perf_counter=lambda: clock[0], sleep=time.sleep)
+    )
 
     class Slow(FakeEvaluator):
         def __call__(self, policy, seed: int = 0, steps: int | None = None):
-            time.sleep(0.2)
+            clock[0] += 0.2
             return super().__call__(policy, seed, steps)
 
     searcher = make_searcher("random", _ctx(tiny, tmp_path), Config())
