@@ -164,7 +164,10 @@ class FidelityConfig:
     candidates goes on to the fine-tune rungs (which start from the plain pruned model, as the
     final fine-tune does), so a search can screen many more candidates. ``screen_images``
     scores screens on a fixed sample of the validation split (``null``: all of it): scoring is
-    most of a screen's time (benchmarks/results/screen_cost-*.md)."""
+    most of a screen's time (benchmarks/results/screen_cost-*.md). ``promote`` says when a
+    screened candidate may go on: ``lazy`` (ASHA) as soon as it ranks in the kept share of
+    enough screens, ``deferred`` only once every candidate is screened — two phases, so the
+    fine-tunes of an improving sampler's passing leaders do not take the screens' time."""
 
     min_steps: int | None = None
     rungs: int = 3
@@ -174,6 +177,7 @@ class FidelityConfig:
     screen_keep: float = 0.1
     calibration_images: int = 256
     screen_images: int | None = None
+    promote: str = "lazy"  # lazy | deferred
 
     def steps(self, single: int) -> list[int]:
         from autoprune.search.fidelity import rung_steps
@@ -424,6 +428,7 @@ def _validate(cfg: Config) -> None:
         "amc.reward": (cfg.amc.reward, ("acc", "error_log_cost")),
         "fidelity.pruner": (cfg.fidelity.pruner, PRUNERS),
         "fidelity.screen": (cfg.fidelity.screen, RECOVERIES),
+        "fidelity.promote": (cfg.fidelity.promote, ("lazy", "deferred")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

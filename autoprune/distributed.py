@@ -312,14 +312,17 @@ class _Driver:
         last = job.rung + 1 == len(self.rungs)
         self.finish(job, "COMPLETE" if last else "PRUNED", job.result, None)
 
-    def revisit(self, final: bool, note: Callable[[str], None] | None = None) -> None:
-        """Ask the pruner again about the waiting candidates (``final``: no more scores will
-        come, so each goes on or stops now)."""
+    def revisit(self, asked: bool, note: Callable[[str], None] | None = None) -> None:
+        """Ask the pruner again about the waiting candidates. Once every candidate was
+        ``asked`` for, a rung's scores are final when none of this driver's candidates is in
+        flight at that rung or below it: its waiting candidates go on or stop now."""
         from autoprune.search.storage import retrying
 
         if not self.waiting:
             return
         proposals = [j.proposal for j in self.waiting]
+        low = min((j.rung for j in self.jobs.values()), default=len(self.rungs))
+        final = [asked and j.rung < low for j in self.waiting]
         decisions = retrying(lambda: self.ledger.decide(proposals, self.planned, final), note=note)
         for job, decision in list(zip(self.waiting, decisions, strict=True)):
             if decision != "wait":
@@ -350,9 +353,10 @@ class _Driver:
 
         exhausted = False
         self.planned = n_trials
+        asked = False  # every candidate asked for: no new scores but those in flight
         while True:
             retrying(self.ledger.fail_stale, note=note)
-            self.revisit(final=False, note=note)
+            self.revisit(asked, note=note)
             late = time.perf_counter() >= deadline
             while (
                 not late
@@ -367,8 +371,13 @@ class _Driver:
                     exhausted = True
                     break
                 lost(partial(self.start, prop), self, None, prop, note)
-            if not self.jobs and self.waiting:  # nothing in flight, nothing left to ask
-                self.revisit(final=True, note=note)
+            asked = (
+                late
+                or exhausted
+                or (bool(self.waiting) and retrying(self.taken, note=note) >= n_trials)
+            )
+            if not self.jobs and self.waiting:  # nothing in flight: every rung's scores are in
+                self.revisit(True, note=note)
                 continue
             if not self.jobs:
                 if exhausted or late or not retrying(self._others_running, note=note):

@@ -110,7 +110,7 @@ def fidelity_plan(cfg: Config) -> tuple[list[int | None], Any]:
     fid = cfg.fidelity
     keep = fid.keep() if fid.screen != "none" and len(steps) > 1 else None
     rungs = [s or 0 for s in steps] if keep else [s or 1 for s in steps]
-    pruner = make_pruner(fid.pruner, rungs, fid.reduction_factor, keep)
+    pruner = make_pruner(fid.pruner, rungs, fid.reduction_factor, keep, fid.promote == "deferred")
     return steps, pruner
 
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from benchmarks._stats import bootstrap_ci, paired_diff, unpack
 
-SEARCHED, BASELINES = ("optuna", "amc", "tpe-screen"), ("random", "uniform", "global")
+SEARCHED = ("optuna", "amc", "tpe-screen", "tpe-deferred")
+BASELINES = ("random", "uniform", "global")
 LABEL = {
     "optuna": "autoprune Optuna TPE",
     "amc": "autoprune AMC (DDPG)",
@@ -20,6 +21,7 @@ LABEL = {
     "global": "Torch-Pruning global magnitude",
     "lamp": "Torch-Pruning global LAMP",
     "tpe-screen": "autoprune TPE, screened (v3 search)",
+    "tpe-deferred": "autoprune TPE, screened in two phases",
 }
 HELD_OUT = ("test", "holdout")  # never seen by the search; "all" = both together
 

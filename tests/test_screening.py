@@ -15,6 +15,7 @@ import torch_pruning as tp
 from autoprune.config import Config, load_config
 from autoprune.data import load_cifar10
 from autoprune.distributed import LocalPool, run_search
+from autoprune.errors import ConfigError
 from autoprune.evaluate import Evaluator
 from autoprune.finetune import FinetuneConfig, accuracy
 from autoprune.models import build_model
@@ -159,7 +160,11 @@ def test_screen_adds_a_rung_zero_with_its_own_keep_share(tmp_path: Path) -> None
     )
     steps, pruner = fidelity_plan(cfg)
     assert steps == [0, 1, 2] and isinstance(pruner, RungPruner)
-    assert pruner.keep == [0.2, 0.5]
+    assert pruner.keep == [0.2, 0.5] and not pruner.defer
+    _, pruner = fidelity_plan(cfg.replace(**{"fidelity.promote": "deferred"}))
+    assert isinstance(pruner, RungPruner) and pruner.defer
+    with pytest.raises(ConfigError, match="fidelity.promote is 'eager'; choose one of lazy"):
+        cfg.replace(**{"fidelity.promote": "eager"})
 
 
 def test_screening_search_fine_tunes_only_the_best_screened(tiny, tmp_path: Path) -> None:
@@ -184,6 +189,32 @@ def test_screening_search_fine_tunes_only_the_best_screened(tiny, tmp_path: Path
     assert 1 <= sum(len(c) > 1 for c in curves) <= eager
     states = {t.state.name for t in ledger.study.trials}
     assert states <= {"COMPLETE", "PRUNED"}  # none left waiting
+
+
+def test_deferred_promotion_screens_every_candidate_before_any_fine_tune(
+    tiny, tmp_path: Path
+) -> None:
+    """Two phases: all 16 candidates are screened first (two at a time), then exactly the best
+    quarter of them goes on to the fine-tune rungs, and the best half of those to the last."""
+    ctx = tiny.context(tmp_path)
+    searcher = make_searcher("random", ctx, Config())
+    log = TrialLog(tmp_path, searcher.name)
+    rungs = [0, 2, 4]
+    pruner = RungPruner(rungs, [0.25, 0.5], defer=True)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'study.db'}", pruner)
+    fake = FakeEvaluator(tiny.predictor, [la.name for la in tiny.layers])
+    calls: list[int | None] = []
+
+    def evaluate(policy: PruningPolicy, seed: int, steps: int | None):
+        calls.append(steps)
+        return fake(policy, seed, steps)
+
+    run_search(searcher, LocalPool(evaluate), log, 16, ledger=ledger, rungs=rungs, parallel=2)
+    assert calls[:16] == [0] * 16 and calls[16:20] == [2] * 4 and calls[20:] == [4, 4]
+    screened = {r["trial"]: r["curve"][0][1] for r in log.records}
+    best = sorted(screened, key=screened.__getitem__)[-4:]
+    assert sorted(r["trial"] for r in log.records if len(r["curve"]) > 1) == sorted(best)
+    assert {t.state.name for t in ledger.study.trials} == {"COMPLETE", "PRUNED"}
 
 
 def test_lazy_promotion_waits_until_the_share_means_something() -> None:
@@ -211,6 +242,11 @@ def test_lazy_promotion_waits_until_the_share_means_something() -> None:
     t.report(-1.0, 0)
     trials = study.get_trials(deepcopy=False)
     assert pruner.decide(trials, trials[-1], planned=100) == "go"  # rules are the yardstick
+    deferred = RungPruner([0, 10, 30], [0.1, 0.5], defer=True)
+    best = max(trials[:-1], key=lambda t: t.intermediate_values[0])
+    assert deferred.decide(trials, best, planned=100) == "wait"  # a screen waits for them all
+    assert deferred.decide(trials, best, planned=100, final=True) == "go"
+    assert deferred.decide(trials, trials[0], planned=10) == "stop"  # beaten by the one kept
 
 
 def test_stage_space_groups_layers_by_resolution_and_coupling(tmp_path: Path) -> None:

@@ -88,12 +88,17 @@ class RungPruner(optuna.pruners.BasePruner):
     trials) always go on: they are the yardstick the search is compared with. Through Optuna's
     :meth:`prune` (no search size known) the decision is eager: go on while in the best share,
     the best one always. Single objective, maximized.
+
+    ``defer``: the first rung promotes nothing before its scores are final (every planned
+    candidate scored there, or the asking stopped): the search runs in two phases, screen all,
+    then fine-tune the best share — as many screens as possible in the wall time, where lazy
+    promotion lets an improving sampler's new leaders start fine-tunes all along.
     """
 
-    def __init__(self, steps: list[int], keep: list[float]) -> None:
+    def __init__(self, steps: list[int], keep: list[float], defer: bool = False) -> None:
         if len(keep) != len(steps) - 1 or not all(0 < k <= 1 for k in keep):
             raise ValueError(f"need one share in (0, 1] per rung but the last: {steps}, {keep}")
-        self.steps, self.keep = list(steps), list(keep)
+        self.steps, self.keep, self.defer = list(steps), list(keep), defer
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         return self.decide(study.get_trials(deepcopy=False), trial) == "stop"
@@ -120,23 +125,28 @@ class RungPruner(optuna.pruners.BasePruner):
         ]
         better = sum(v > value for v in peers)
         kept = math.floor(self.keep[k] * (len(peers) + 1))
-        if better < kept:
-            return "go"
         if planned is None or final:
             return "go" if better < max(1, kept) else "stop"
+        if better < kept and not (self.defer and k == 0):
+            return "go"
         ever = max(1, math.floor(planned * math.prod(self.keep[: k + 1])))
         return "stop" if better >= ever else "wait"
 
 
 def make_pruner(
-    kind: str, steps: list[int], reduction_factor: int, keep: list[float] | None = None
+    kind: str,
+    steps: list[int],
+    reduction_factor: int,
+    keep: list[float] | None = None,
+    defer: bool = False,
 ) -> optuna.pruners.BasePruner:
     """Optuna's pruner over rungs ``steps`` (``none``: every candidate runs every rung); with
-    ``keep`` (a share per rung but the last), a :class:`RungPruner`."""
+    ``keep`` (a share per rung but the last), a :class:`RungPruner` (``defer``: its first rung
+    promotes only once final)."""
     if kind == "none" or len(steps) == 1:
         return optuna.pruners.NopPruner()
     if keep is not None:
-        return RungPruner(steps, keep)
+        return RungPruner(steps, keep, defer)
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(
             min_resource=steps[0], max_resource=steps[-1], reduction_factor=reduction_factor
@@ -399,10 +409,11 @@ class Ledger:
         self,
         proposals: Sequence[Proposal],
         planned: int | None = None,
-        final: bool = False,
+        final: bool | Sequence[bool] = False,
     ) -> list[str]:
         """The pruner's ``go``, ``stop`` or ``wait`` for each candidate at its last reported
         rung (``wait`` only from a :class:`RungPruner` told the search's size ``planned``;
+        ``final``: no more scores will arrive at that rung, for all or per candidate;
         multi-objective studies cannot prune: always ``go``)."""
         if self.multi:
             return ["go"] * len(proposals)
@@ -411,9 +422,10 @@ class Ledger:
             return ["stop" if self._open[p.trial].should_prune() else "go" for p in proposals]
         trials = self.study.get_trials(deepcopy=False)
         by_id = {t._trial_id: t for t in trials}
+        finals = [final] * len(proposals) if isinstance(final, bool) else list(final)
         return [
-            pruner.decide(trials, by_id[self._open[p.trial]._trial_id], planned, final)
-            for p in proposals
+            pruner.decide(trials, by_id[self._open[p.trial]._trial_id], planned, last)
+            for p, last in zip(proposals, finals, strict=True)
         ]
 
     def close(
