@@ -166,8 +166,10 @@ class FidelityConfig:
     scores screens on a fixed sample of the validation split (``null``: all of it): scoring is
     most of a screen's time (benchmarks/results/screen_cost-*.md). ``promote`` says when a
     screened candidate may go on: ``lazy`` (ASHA) as soon as it ranks in the kept share of
-    enough screens, ``deferred`` only once every candidate is screened — two phases, so the
-    fine-tunes of an improving sampler's passing leaders do not take the screens' time."""
+    enough screens, ``deferred`` only once every candidate is screened, and each fine-tune rung
+    likewise only once all its candidates are scored (synchronous successive halving: exactly
+    the kept shares go on), so the fine-tunes of an improving sampler's passing leaders do not
+    take the screens' time."""
 
     min_steps: int | None = None
     rungs: int = 3

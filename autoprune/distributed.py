@@ -358,11 +358,11 @@ class _Driver:
             retrying(self.ledger.fail_stale, note=note)
             self.revisit(asked, note=note)
             late = time.perf_counter() >= deadline
-            while (
-                not late
-                and len(self.jobs) < parallel
-                and retrying(self.taken, note=note) < n_trials
-            ):
+            full = False
+            while not late and len(self.jobs) < parallel:
+                if retrying(self.taken, note=note) >= n_trials:
+                    full = True
+                    break
                 try:
                     prop = retrying(self.searcher.ask, note=note)
                 except optuna.exceptions.UpdateFinishedTrialError:
@@ -371,11 +371,9 @@ class _Driver:
                     exhausted = True
                     break
                 lost(partial(self.start, prop), self, None, prop, note)
-            asked = (
-                late
-                or exhausted
-                or (bool(self.waiting) and retrying(self.taken, note=note) >= n_trials)
-            )
+            if (late or exhausted or full) and not asked:
+                asked = True  # from now on: decide what waited for that before waiting again
+                continue
             if not self.jobs and self.waiting:  # nothing in flight: every rung's scores are in
                 self.revisit(True, note=note)
                 continue

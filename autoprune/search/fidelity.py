@@ -89,10 +89,12 @@ class RungPruner(optuna.pruners.BasePruner):
     :meth:`prune` (no search size known) the decision is eager: go on while in the best share,
     the best one always. Single objective, maximized.
 
-    ``defer``: the first rung promotes nothing before its scores are final (every planned
-    candidate scored there, or the asking stopped): the search runs in two phases, screen all,
-    then fine-tune the best share — as many screens as possible in the wall time, where lazy
-    promotion lets an improving sampler's new leaders start fine-tunes all along.
+    ``defer``: a rung promotes nothing before its scores are final (every candidate that can
+    still reach it scored there, the asking stopped): synchronous successive halving — screen
+    all, then fine-tune exactly the best share, then exactly the best share of those — as many
+    screens as possible in the wall time, where lazy promotion lets an improving sampler's new
+    leaders start fine-tunes all along (and lets more than the share through, by arrival
+    order).
     """
 
     def __init__(self, steps: list[int], keep: list[float], defer: bool = False) -> None:
@@ -129,7 +131,7 @@ class RungPruner(optuna.pruners.BasePruner):
         kept = math.floor(self.keep[k] * (len(peers) + 1))
         if planned is None or final:
             return "go" if better < max(1, kept) else "stop"
-        if better < kept and not (self.defer and k == 0):
+        if better < kept and not self.defer:
             return "go"
         ever = max(1, math.floor(planned * math.prod(self.keep[: k + 1])))
         return "stop" if better >= ever else "wait"
@@ -143,7 +145,7 @@ def make_pruner(
     defer: bool = False,
 ) -> optuna.pruners.BasePruner:
     """Optuna's pruner over rungs ``steps`` (``none``: every candidate runs every rung); with
-    ``keep`` (a share per rung but the last), a :class:`RungPruner` (``defer``: its first rung
+    ``keep`` (a share per rung but the last), a :class:`RungPruner` (``defer``: each rung
     promotes only once final)."""
     if kind == "none" or len(steps) == 1:
         return optuna.pruners.NopPruner()
