@@ -19,7 +19,7 @@ from autoprune.policy import PruningPolicy
 from autoprune.prunable import PrunableLayer
 from autoprune.schedule import prune_and_finetune
 from autoprune.search import Searcher
-from benchmarks._common import RESULTS
+from benchmarks._common import FORCE_PROFILE_HELP, RESULTS
 
 
 @dataclass
@@ -63,7 +63,8 @@ class FinalJob:
 
 
 def study_parser(description: str) -> argparse.ArgumentParser:
-    """The options every study on the ``cpu-v2`` work folder shares (budget, suite, folders)."""
+    """The options every study on a suite's work folder shares (budget, suite, folders, and
+    ``--force-profile`` for a folder whose profile was recorded on another processor)."""
     ap = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -71,6 +72,7 @@ def study_parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--suite", default="cpu-v2")
     ap.add_argument("--work", type=Path, default=Path("runs/bench/cpu-v2"))
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--force-profile", action="store_true", help=FORCE_PROFILE_HELP)
     return ap
 
 

@@ -1,13 +1,14 @@
 """Control for the accuracy drop: the *dense* model through the same final recipe.
 
     python -m benchmarks.dense_finetune [--budget 0.7] [--seeds 0]   # ~35 min on 2 cores
+    python -m benchmarks.dense_finetune --suite cpu-v3 --work runs/bench/cpu-v3 --budget 0.5
 
 The final recipe fine-tunes on the 50,000 CIFAR-10 train images of the JPEG container, while
 the exact test images are clean; the dense checkpoint was trained on clean pixels. So a pruned
 model's drop on the exact test mixes two things: what pruning costs and what fine-tuning on
 JPEG images does to accuracy on clean ones. Running the unpruned model through the identical
-recipe (same epochs, distillation, early stop, seeds) separates them. Uses the ``cpu-v2``
-work folder (teacher logits, splits); the run is kept as ``WORK/budget-B/dense-finetuned/``.
+recipe (same epochs, distillation, early stop, seeds) separates them. Uses the suite's work
+folder (teacher logits, splits); the run is kept as ``WORK/budget-B/dense-finetuned/``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.set_defaults(budget="0.7")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0])
     args = ap.parse_args(argv)
-    bench = Bench(args.suite, args.work, args.suite, [])
+    bench = Bench(args.suite, args.work, args.suite, [], force_profile=args.force_profile)
     nothing = PruningPolicy(model=bench.cfg.model, ratios={})
     runs = []
     for seed in args.seeds:
@@ -38,13 +39,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pruned = [{k: r[k] for k in ("method", "finals")} for r in rows if r["budget"] == args.budget]
     out = {
         "budget": args.budget,
+        "model": bench.cfg.model,
         "recipe": runs[0]["recipe"],
         "dense": bench.dense,
         "dense_finetuned": runs,
         "pruned": pruned,
         "provenance": provenance(bench.profile.device, bench.profile.threads, bench.profile.batch),
     }
-    save(f"dense_finetune-{args.budget}", out, _markdown(out), folder=args.results)
+    name = f"dense_finetune-{args.budget}"  # cpu-v2's, as first published
+    if args.suite != "cpu-v2":
+        name = f"dense_finetune-{args.suite}-{args.budget}"
+    save(name, out, _markdown(out), folder=args.results)
     return out
 
 
@@ -58,7 +63,7 @@ def _markdown(out: dict[str, Any]) -> str:
     md = [
         f"# Dense model through the final recipe ({out['recipe']['epochs']:g} epochs)",
         "",
-        "The unpruned ResNet-20 fine-tuned exactly like the pruned ones at "
+        f"The unpruned {out['model']} fine-tuned exactly like the pruned ones at "
         f"{float(out['budget']):.0%} (all 50,000 JPEG train images, distillation "
         f"{out['recipe']['distill']}, lr {out['recipe']['lr']} cosine, early stop on "
         f"validation; seeds {[r['seed'] for r in ft]}). {prov['device_name']}, torch "

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = study_parser(__doc__ or "")
     ap.add_argument("--epochs", type=float, nargs="*", default=[1, 2, 4, 8, 16])
     args = ap.parse_args(argv)
-    bench = Bench(args.suite, args.work, args.suite, [])
+    bench = Bench(args.suite, args.work, args.suite, [], force_profile=args.force_profile)
     ws, profile, cfg = bench.ws, bench.profile, bench.cfg
     budget_ms = ws.budget_ms(profile, args.budget)
     ctx = ws.search_context(profile, budget_ms * (1 - cfg.budget_margin), args.work)

@@ -220,7 +220,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="epochs of the final recipe (default: the suite's at this budget); a shorter\n"
         "one fits the study into a session and is named in the results",
     )
-    ap.add_argument("--force-profile", action="store_true", help="use the work folder's profile")
     args = ap.parse_args(argv)
     bench = Bench(args.suite, args.work, args.suite, [], force_profile=args.force_profile)
     folder = args.work / f"proxy-{args.budget}"

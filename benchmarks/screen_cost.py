@@ -120,7 +120,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = study_parser(__doc__ or "")
     ap.add_argument("--n", type=int, default=40, help="candidates (random feasible policies)")
     ap.add_argument("--note", default="", help="a sentence for the results (e.g. load)")
-    ap.add_argument("--force-profile", action="store_true", help="use the work folder's profile")
     args = ap.parse_args(argv)
     bench = Bench(args.suite, args.work, args.suite, [], force_profile=args.force_profile)
     folder = args.work / f"screen-{args.budget}"
