@@ -62,15 +62,23 @@ class FinalJob:
         return {"seed": seed, "recipe": recipe, "finetune_s": seconds, "resumed": resumed} | scores
 
 
+class _StudyParser(argparse.ArgumentParser):
+    """Fills ``--work`` from ``--suite`` where it is not given."""
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        out = super().parse_args(args, namespace)
+        if out.work is None:
+            out.work = Path("runs/bench") / out.suite
+        return out
+
+
 def study_parser(description: str) -> argparse.ArgumentParser:
     """The options every study on a suite's work folder shares (budget, suite, folders, and
     ``--force-profile`` for a folder whose profile was recorded on another processor)."""
-    ap = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawTextHelpFormatter
-    )
+    ap = _StudyParser(description=description, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--budget", default="0.5")
     ap.add_argument("--suite", default="cpu-v2")
-    ap.add_argument("--work", type=Path, default=Path("runs/bench/cpu-v2"))
+    ap.add_argument("--work", type=Path, default=None, help="default: runs/bench/SUITE")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--force-profile", action="store_true", help=FORCE_PROFILE_HELP)
     return ap

@@ -1,7 +1,7 @@
 """Control for the accuracy drop: the *dense* model through the same final recipe.
 
     python -m benchmarks.dense_finetune [--budget 0.7] [--seeds 0]   # ~35 min on 2 cores
-    python -m benchmarks.dense_finetune --suite cpu-v3 --work runs/bench/cpu-v3 --budget 0.5
+    python -m benchmarks.dense_finetune --suite cpu-v3 --budget 0.5
 
 The final recipe fine-tunes on the 50,000 CIFAR-10 train images of the JPEG container, while
 the exact test images are clean; the dense checkpoint was trained on clean pixels. So a pruned
