@@ -176,6 +176,28 @@ def test_screening_search_fine_tunes_only_the_best_screened(tiny, tmp_path: Path
     assert states <= {"COMPLETE", "PRUNED"}  # none left waiting
 
 
+def test_a_killed_drivers_waiting_screen_is_queued_again_on_resume(tmp_path: Path) -> None:
+    """A candidate killed while it waited after its screen (for its promotion) is queued again
+    with its parameters; its failed trial's score competes no more."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    pruner = RungPruner([0, 10], [0.5])
+    before = Ledger(storage, pruner, driver="me", exclusive=True)
+    waiting = before.study.ask()
+    waiting.suggest_float("a", 0.0, 1.0)
+    waiting.report(90.0, 0)
+    waiting.set_user_attr("driver", "me")
+    Ledger(storage, pruner, driver="me", exclusive=True).recover([])
+    old, copy = before.study.get_trials(deepcopy=False)
+    assert old.state.name == "FAIL" and copy.state.name == "WAITING"
+    assert copy.system_attrs["fixed_params"] == old.params
+    assert copy.user_attrs["requeued_from"] == old.number
+    rerun = before.study.ask()  # the queued copy comes first, and is screened again
+    assert rerun.suggest_float("a", 0.0, 1.0) == old.params["a"]
+    rerun.report(80.0, 0)
+    trials = before.study.get_trials(deepcopy=False)
+    assert pruner.decide(trials, trials[-1]) == "go"  # 90 is gone
+
+
 def test_lazy_promotion_waits_until_the_share_means_something() -> None:
     pruner = RungPruner([0, 10, 30], [0.1, 0.5])
     study = _study_with(dict(enumerate([50.0, 40.0])))

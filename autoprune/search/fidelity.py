@@ -101,10 +101,12 @@ class RungPruner(optuna.pruners.BasePruner):
             return "go"
         k = self.steps.index(step)
         value = trial.intermediate_values[step]
-        peers = [
+        peers = [  # a failed trial's scores do not compete: it was queued again or is lost
             t.intermediate_values[step]
             for t in trials
-            if step in t.intermediate_values and t.number != trial.number
+            if step in t.intermediate_values
+            and t.number != trial.number
+            and t.state != TrialState.FAIL
         ]
         better = sum(v > value for v in peers)
         kept = math.floor(self.keep[k] * (len(peers) + 1))
@@ -379,9 +381,9 @@ class Ledger:
     # -- resume ------------------------------------------------------------------------------
     def recover(self, finished: list[dict[str, Any]]) -> None:
         """Close trials this driver left RUNNING when it was killed: finish the ones the trial
-        log recorded, fail the rest, and re-queue those an Optuna sampler proposed that had not
-        reported a rung yet (other searchers re-propose their own on resume). Other drivers'
-        running trials are theirs (heartbeats fail the dead ones)."""
+        log recorded, fail the rest, and re-queue those an Optuna sampler proposed (other
+        searchers re-propose their own on resume). Other drivers' running trials are theirs
+        (heartbeats fail the dead ones)."""
         with quiet_optuna():
             self._recover(finished)
 
@@ -406,10 +408,9 @@ class Ledger:
                 self.study.tell(t.number, state=TrialState.PRUNED)
             else:
                 self.study.tell(t.number, state=TrialState.FAIL)
-                # Re-queue a lost proposal only if it reported no rung: a rung score it did
-                # report stays in the pruner's history, and a copy would compete against it.
-                fresh = not t.intermediate_values and t.user_attrs.get("owner") != "ledger"
-                if rec is None and fresh:
+                # A lost proposal is queued again, also one that was waiting after its screen:
+                # failed, its scores no longer compete with its copy's (RungPruner).
+                if rec is None and t.user_attrs.get("owner") != "ledger":
                     self.study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
 
 
