@@ -20,6 +20,7 @@ from autoprune.prunable import PrunableLayer
 from autoprune.schedule import prune_and_finetune
 from autoprune.search import Searcher
 from benchmarks._common import FORCE_PROFILE_HELP, RESULTS
+from benchmarks.run import Bench
 
 
 @dataclass
@@ -82,6 +83,12 @@ def study_parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--force-profile", action="store_true", help=FORCE_PROFILE_HELP)
     return ap
+
+
+def study_bench(args: argparse.Namespace) -> Bench:
+    """The suite a :func:`study_parser` command names, on its work folder (no methods: a study
+    picks its own policies)."""
+    return Bench(args.suite, args.work, args.suite, [], force_profile=args.force_profile)
 
 
 def proposals(searcher: Searcher, n: int) -> list[PruningPolicy]:

@@ -19,8 +19,8 @@ from typing import Any
 
 from autoprune.policy import PruningPolicy
 from benchmarks._common import provenance, save
-from benchmarks._final import study_parser
-from benchmarks.run import Bench, _log
+from benchmarks._final import study_bench, study_parser
+from benchmarks.run import _log
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.set_defaults(budget="0.7")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0])
     args = ap.parse_args(argv)
-    bench = Bench(args.suite, args.work, args.suite, [], force_profile=args.force_profile)
+    bench = study_bench(args)
     nothing = PruningPolicy(model=bench.cfg.model, ratios={})
     runs = []
     for seed in args.seeds:

@@ -19,15 +19,15 @@ from typing import Any
 from autoprune._io import write_json
 from autoprune.search.baselines import GlobalMagnitudeSearcher
 from benchmarks._common import provenance, save
-from benchmarks._final import FinalJob, proposals, run_finals, study_parser
-from benchmarks.run import Bench, _log
+from benchmarks._final import FinalJob, proposals, run_finals, study_bench, study_parser
+from benchmarks.run import _log
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = study_parser(__doc__ or "")
     ap.add_argument("--epochs", type=float, nargs="*", default=[1, 2, 4, 8, 16])
     args = ap.parse_args(argv)
-    bench = Bench(args.suite, args.work, args.suite, [], force_profile=args.force_profile)
+    bench = study_bench(args)
     ws, profile, cfg = bench.ws, bench.profile, bench.cfg
     budget_ms = ws.budget_ms(profile, args.budget)
     ctx = ws.search_context(profile, budget_ms * (1 - cfg.budget_margin), args.work)

@@ -47,7 +47,7 @@ from autoprune.policy import PruningPolicy
 from autoprune.pruning import apply_policy
 from autoprune.search.baselines import RandomSearcher
 from benchmarks._common import provenance, save
-from benchmarks._final import FinalJob, proposals, run_finals, study_parser
+from benchmarks._final import FinalJob, proposals, run_finals, study_bench, study_parser
 from benchmarks._stats import spearman
 from benchmarks.run import Bench, _log
 
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "one fits the study into a session and is named in the results",
     )
     args = ap.parse_args(argv)
-    bench = Bench(args.suite, args.work, args.suite, [], force_profile=args.force_profile)
+    bench = study_bench(args)
     folder = args.work / f"proxy-{args.budget}"
     policies = _policies(bench, args.budget, args.n, folder)
     recipe = bench.recipe(args.budget)

@@ -31,7 +31,7 @@ from autoprune.evaluate import seeded_sample
 from autoprune.policy import PruningPolicy
 from autoprune.pruning import make_permanent
 from benchmarks._common import provenance, save
-from benchmarks._final import study_parser
+from benchmarks._final import study_bench, study_parser
 from benchmarks._stats import spearman
 from benchmarks.proxy import _evaluator, _load, _policies
 from benchmarks.run import Bench, _log
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n", type=int, default=40, help="candidates (random feasible policies)")
     ap.add_argument("--note", default="", help="a sentence for the results (e.g. load)")
     args = ap.parse_args(argv)
-    bench = Bench(args.suite, args.work, args.suite, [], force_profile=args.force_profile)
+    bench = study_bench(args)
     folder = args.work / f"screen-{args.budget}"
     policies = _policies(bench, args.budget, args.n, folder)
     rows = screen_hits(bench, policies, folder)
