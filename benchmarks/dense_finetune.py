@@ -60,13 +60,14 @@ def _mean(runs: list[dict[str, Any]], key: str) -> float:
 def _markdown(out: dict[str, Any]) -> str:
     prov, dense, ft = out["provenance"], out["dense"], out["dense_finetuned"]
     keys = ("val_acc", "test_acc", "holdout_acc")
+    stop = "early stop on validation" if out["recipe"].get("patience") else "no early stop"
     md = [
         f"# Dense model through the final recipe ({out['recipe']['epochs']:g} epochs)",
         "",
         f"The unpruned {out['model']} fine-tuned exactly like the pruned ones at "
         f"{float(out['budget']):.0%} (all 50,000 JPEG train images, distillation "
-        f"{out['recipe']['distill']}, lr {out['recipe']['lr']} cosine, early stop on "
-        f"validation; seeds {[r['seed'] for r in ft]}). {prov['device_name']}, torch "
+        f"{out['recipe']['distill']}, lr {out['recipe']['lr']} cosine, {stop}; seeds "
+        f"{[r['seed'] for r in ft]}). {prov['device_name']}, torch "
         f"{prov['versions']['torch']}, commit {prov['git_commit']}, {prov['date']}.",
         "",
         "| model | val (JPEG) | test (exact 1,017) | holdout (JPEG 5,000) | test drop vs "
