@@ -124,6 +124,11 @@ def print_report(rep: dict[str, Any]) -> None:
         f"measured {p['latency_ms']:.3f} ms vs budget {rep['budget_ms']:.3f} ms: {ok} budget;"
         f" prediction error {100 * rep['prediction_error']:+.1f} %"
     )
+    if contest := rep.get("contest"):
+        scores = ", ".join(
+            f"{name} {c['val_acc']:.2f} %" for name, c in contest["contenders"].items()
+        )
+        out.print(escape(f"kept the {contest['kept']} policy: {contest['by']}: {scores}"))
     if warning := busy_warning(rep["device"].get("other_cpus")):
         err.print(f"[yellow]warning:[/] {escape(warning)}")
     for kind, path in rep.get("files", {}).items():

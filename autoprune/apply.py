@@ -4,9 +4,11 @@ fine-tune it with the final recipe, measure it beside the dense model, and write
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from autoprune.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
 POLICY, MODEL, REPORT = "best_policy.json", "model.pt", "report.json"
+CONTENDERS = "contenders"  # each policy of a rule check, applied in full, in its own folder
 CHECKPOINT = "finetune.ckpt"  # the final fine-tune's state while it runs
 MEASURE = {"min_time_s": 4.0, "rounds": 20}  # ~10 s for a dense/pruned pair (measure_seconds)
 
@@ -53,6 +56,7 @@ class ExportReport:
     data: dict[str, Any] = field(default_factory=dict)  # splits: sizes, where they come from
     recipe: dict[str, Any] = field(default_factory=dict)  # the final fine-tune's settings
     finetuned: dict[str, Any] = field(default_factory=dict)  # what it did: FinetuneResult
+    contest: dict[str, Any] = field(default_factory=dict)  # see apply_contest
 
     @property
     def within_budget(self) -> bool:
@@ -381,6 +385,48 @@ def apply_and_export(
     return result
 
 
+def apply_contest(
+    ws: Workspace,
+    policies: dict[str, PruningPolicy],
+    profile: HardwareProfile,
+    out_dir: Path,
+    **kwargs: Any,
+) -> ExportReport:
+    """Apply each policy in full (fit, final fine-tune, measure) into ``out_dir/contenders/NAME``
+    and keep the one with the highest validation accuracy after its final fine-tune: a search's
+    lead at a short rung can turn into a loss after the final (benchmark v3 at 35 %), so the
+    search's best is checked against the best hand-made rule's policy it evaluated. The kept
+    one's files are copied into ``out_dir``; its report says what was compared (``contest``).
+    Ties keep the first."""
+    reports = {
+        name: apply_and_export(ws, policy, profile, out_dir / CONTENDERS / name, **kwargs)
+        for name, policy in policies.items()
+    }
+    kept = max(reports, key=lambda name: reports[name].pruned["val_acc"])
+    result = reports[kept]
+    result.contest = {
+        "kept": kept,
+        "by": "validation accuracy after the final fine-tune",
+        "contenders": {
+            name: {
+                "val_acc": rep.pruned["val_acc"],
+                "latency_ms": rep.pruned["latency_ms"],
+                "budget_ms": rep.budget_ms,
+                "folder": str(out_dir / CONTENDERS / name),
+            }
+            for name, rep in reports.items()
+        },
+    }
+    source = out_dir / CONTENDERS / kept
+    files = {kind: Path(path).name for kind, path in result.files.items() if kind != "report"}
+    for name in files.values():
+        write_with(out_dir / name, partial(shutil.copyfile, source / name))
+    result.files = {kind: str(out_dir / name) for kind, name in files.items()}
+    write_json(out_dir / REPORT, result.to_dict())
+    result.files["report"] = str(out_dir / REPORT)
+    return result
+
+
 def _add_onnx(
     result: ExportReport,
     pruned: nn.Module,
@@ -411,11 +457,14 @@ def apply(
     fit_device: bool = True,
     progress: Progress | None = None,
     profile: str | Path | None = None,
+    rule_check: bool = True,
 ) -> ExportReport:
     """Apply a search's best policy (``target`` = its run directory; the run's config and
     budget) or a policy JSON (``config`` or the default config) and write it into ``out``
     (default ``RUN/final``, or ``final`` beside the policy file); ``profile`` names the
-    hardware profile (default: the config's)."""
+    hardware profile (default: the config's). With ``rule_check``, when the search evaluated a
+    hand-made rule's policy and found a better one, both go through the final fine-tune and
+    the one better on validation is kept (:func:`apply_contest`; twice the final's time)."""
     from autoprune.config import DEFAULT_CONFIG, load_config
     from autoprune.pipeline import best_policy_path, ensure_profile, load_run
     from autoprune.workspace import build_workspace
@@ -432,10 +481,26 @@ def apply(
     policy = PruningPolicy.load(policy_path)
     ws = build_workspace(cfg if profile is None else cfg.replace(profile=str(profile)))
     prof, _, _ = ensure_profile(ws, force=force)
-    return apply_and_export(
-        ws, policy, prof, out_dir, budget=budget, finetune_final=finetune,
-        progress=progress, fit_device=fit_device,
-    )  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "budget": budget, "finetune_final": finetune, "progress": progress,
+        "fit_device": fit_device,
+    }  # fmt: skip
+    rule = rule_contender(target) if rule_check and not target.is_file() else None
+    if rule is not None and finetune:
+        name = rule.metadata["warm_start"]
+        return apply_contest(ws, {"search": policy, name: rule}, prof, out_dir, **kwargs)
+    return apply_and_export(ws, policy, prof, out_dir, **kwargs)
+
+
+def rule_contender(run_dir: Path) -> PruningPolicy | None:
+    """The best hand-made rule's policy a search evaluated (its warm start), when the search's
+    best candidate is another policy: what :func:`apply` checks that candidate against."""
+    from autoprune.records import TRIALS, TrialLog, best_and_rule
+
+    pair = best_and_rule(TrialLog.read(run_dir / TRIALS))
+    if pair is None or pair[0] is pair[1]:
+        return None
+    return PruningPolicy.from_dict(pair[1]["policy"])
 
 
 __all__ = [
@@ -443,11 +508,13 @@ __all__ = [
     "ExportReport",
     "apply",
     "apply_and_export",
+    "apply_contest",
     "check_policy_fits",
     "final_finetune",
     "fit_on_device",
     "measure_pair",
     "model_stats",
     "resolve_measured",
+    "rule_contender",
     "write_applied",
 ]

@@ -239,18 +239,26 @@ def apply(
         True, "--fit-device/--keep-policy", help="Fit the policy to the measured budget."
     ),
     profile: Path | None = ProfileOpt,
+    rule_check: bool = typer.Option(
+        True,
+        help="When the search beat a hand-made rule's policy it evaluated, fine-tune both and "
+        "keep the better on validation (twice the final's time).",
+    ),
 ) -> None:
     """Apply the best policy: fit it to the measured budget, fine-tune, re-measure, save.
 
     The policy is moved until its latency measured beside the dense model meets the budget, then
-    fine-tuned with the final recipe, timed again, and saved with its report data."""
+    fine-tuned with the final recipe, timed again, and saved with its report data. A search's
+    lead over a hand-made rule at its last rung can vanish or reverse in the final fine-tune,
+    so by default the best rule's policy the search evaluated goes through the final too, and
+    the one better on validation is kept (both in RUN/final/contenders/)."""
     with _errors(ctx):
         from autoprune import api
 
         with ui.progress() as cb:
             rep = api.apply(
                 run_dir, config=config, out=out_dir, finetune=finetune, force=force,
-                fit_device=fit_device, progress=cb, profile=profile,
+                fit_device=fit_device, progress=cb, profile=profile, rule_check=rule_check,
             )  # fmt: skip
         ui.print_report(rep.to_dict())
 

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 
 TRIALS = "trials.jsonl"
 BEST = "best_policy.json"
+# Benchmark v3 (ResNet-56, CIFAR-10): the search's lead over the best rule at the 900-step rung
+# and after the 8-epoch final, at two budgets (README, Results).
+V3_LEADS = (
+    "benchmark v3, ResNet-56: at 50 % of dense latency +6.1 points at the 900-step rung, +0.13 "
+    "within noise after the final; at 35 % +6.4 at the rung, -7.6 after the final"
+)
 
 
 @contextmanager
@@ -198,12 +204,24 @@ class TrialLog:
         return len(new)
 
 
+def best_and_rule(
+    records: list[dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The search's best record and the best hand-made rule's (a warm-start policy) among those
+    that reached the last rung, or ``None`` without such a rule."""
+    done = [r for r in records if r["state"] == "COMPLETE"]
+    rules = [r for r in done if r["policy"].get("metadata", {}).get("warm_start")]
+    if not rules:
+        return None
+    return max(done, key=lambda r: r["accuracy"]), max(rules, key=lambda r: r["accuracy"])
+
+
 def rule_verdict(records: list[dict[str, Any]]) -> str | None:
     """One line comparing the search's best candidate with the hand-made rules' policies it
     evaluated first (Optuna's warm start), on their last-rung validation scores: a user should
     know when ``--searcher global`` would have given as much in a minute, and that a lead at a
-    short rung is no proof (benchmark v3 saw one shrink from 6 points to noise in the final).
-    ``None`` without a rule that reached the last rung.
+    short rung is no proof (benchmark v3 saw one shrink to noise at 50 % and turn into a loss at
+    35 %). ``None`` without a rule that reached the last rung.
 
     >>> recs = [{"state": "COMPLETE", "accuracy": 70.0, "policy": {"metadata": {}}},
     ...         {"state": "COMPLETE", "accuracy": 71.5,
@@ -211,12 +229,10 @@ def rule_verdict(records: list[dict[str, Any]]) -> str | None:
     >>> rule_verdict(recs).split(":")[0]
     "the best candidate is the global rule's policy (71.50 %)"
     """
-    done = [r for r in records if r["state"] == "COMPLETE"]
-    rules = [r for r in done if r["policy"].get("metadata", {}).get("warm_start")]
-    if not done or not rules:
+    pair = best_and_rule(records)
+    if pair is None:
         return None
-    best = max(done, key=lambda r: r["accuracy"])
-    rule = max(rules, key=lambda r: r["accuracy"])
+    best, rule = pair
     name = rule["policy"]["metadata"]["warm_start"]
     if best is rule:
         return (
@@ -226,10 +242,18 @@ def rule_verdict(records: list[dict[str, Any]]) -> str | None:
     return (
         f"the search beat the best hand-made rule ({name}, {rule['accuracy']:.2f} %) by "
         f"{best['accuracy'] - rule['accuracy']:+.2f} points of validation accuracy at the last "
-        "rung; a lead there can vanish in the final fine-tune (benchmark v3, ResNet-56 at 50 %: "
-        "+6.1 at the 900-step rung, +0.13 within noise after 8 epochs), so compare it with "
-        f"`autoprune search --searcher {name}` then `autoprune apply` before you trust it"
+        f"rung; a lead there can vanish or turn into a loss in the final fine-tune ({V3_LEADS}), "
+        f"so `autoprune apply` fine-tunes the {name} rule's policy too and keeps whichever "
+        "scores higher on validation"
     )
 
 
-__all__ = ["BEST", "TRIALS", "EvalResult", "RunLock", "TrialLog", "rule_verdict"]
+__all__ = [
+    "BEST",
+    "TRIALS",
+    "EvalResult",
+    "RunLock",
+    "TrialLog",
+    "best_and_rule",
+    "rule_verdict",
+]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autoprune.apply import apply_and_export
+from autoprune.apply import CONTENDERS, apply_and_export, apply_contest, rule_contender
 from autoprune.cli import app
 from autoprune.config import load_config
 from autoprune.errors import PolicyError
@@ -53,6 +53,53 @@ def test_apply_export_reload_and_onnx_parity(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="policy is for model 'resnet20'"):
         apply_and_export(ws, PruningPolicy("resnet20", {}), profile, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_rule_contender_is_the_best_rule_the_search_beat(tmp_path: Path) -> None:
+    def rec(acc: float, rule: str | None = None, state: str = "COMPLETE") -> str:
+        meta = {"warm_start": rule} if rule else {}
+        policy = PruningPolicy("resnet8", {"conv1": acc / 100}, metadata=meta).to_dict()
+        return json.dumps({"state": state, "accuracy": acc, "policy": policy})
+
+    log = tmp_path / "trials.jsonl"
+    log.write_text(
+        "\n".join([rec(60, "uniform"), rec(64, "global"), rec(70), rec(90, state="PRUNED")])
+    )
+    rule = rule_contender(tmp_path)
+    assert (
+        rule is not None
+        and rule.metadata["warm_start"] == "global"
+        and rule.ratios["conv1"] == 0.64
+    )
+    log.write_text("\n".join([rec(60, "uniform"), rec(71, "global"), rec(70)]))
+    assert rule_contender(tmp_path) is None  # the rule is the best: nothing to check
+    log.write_text(rec(70))
+    assert rule_contender(tmp_path) is None  # no rule evaluated
+
+
+def test_apply_contest_keeps_the_policy_better_on_validation(tmp_path: Path) -> None:
+    ws = build_workspace(load_config(write_config(tmp_path, model="resnet8")))
+    profile = ws.measure_profile(**FAST_PROFILE)
+    policies = {
+        "search": PruningPolicy("resnet8", dict.fromkeys(ws.layer_names, 0.75)),
+        "uniform": PruningPolicy("resnet8", dict.fromkeys(ws.layer_names, 0.25)),
+    }
+    out = tmp_path / "final"
+    rep = apply_contest(
+        ws, policies, profile, out, measure_kwargs={"min_time_s": 0.02, "rounds": 2}
+    )
+    scores = {n: c["val_acc"] for n, c in rep.contest["contenders"].items()}
+    assert set(scores) == set(policies) and rep.contest["kept"] == max(scores, key=scores.get)
+    kept = out / CONTENDERS / rep.contest["kept"]
+    for name in ("best_policy.json", "model.pt"):  # the kept contender's files, copied
+        assert (out / name).read_bytes() == (kept / name).read_bytes()
+        assert all((out / CONTENDERS / n / name).is_file() for n in policies)
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["contest"] == rep.contest and saved["pruned"]["val_acc"] == max(scores.values())
+    model = load_pruned_model(out / "best_policy.json", out / "model.pt")
+    from autoprune.finetune import accuracy
+
+    assert accuracy(model, ws.load_data().val) == pytest.approx(max(scores.values()))
 
 
 def test_every_command_has_help_and_is_in_the_readme() -> None:
