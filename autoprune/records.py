@@ -27,7 +27,7 @@ BEST = "best_policy.json"
 # and after the 8-epoch final, at two budgets (README, Results).
 V3_LEADS = (
     "benchmark v3, ResNet-56: at 50 % of dense latency +6.1 points at the 900-step rung, +0.13 "
-    "within noise after the final; at 35 % +6.4 at the rung, -7.6 after the final"
+    "within noise after the final; at 35 % +6.4 at the rung, -7.6 after the final (seed 0)"
 )
 
 
