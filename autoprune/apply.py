@@ -394,7 +394,7 @@ def apply_contest(
 ) -> ExportReport:
     """Apply each policy in full (fit, final fine-tune, measure) into ``out_dir/contenders/NAME``
     and keep the one with the highest validation accuracy after its final fine-tune: a search's
-    lead at a short rung can turn into a loss after the final (benchmark v3 at 35 %), so the
+    lead at a short rung can vanish in the final (benchmark v3, ResNet-56 at 50 %), so the
     search's best is checked against the best hand-made rule's policy it evaluated. The kept
     one's files are copied into ``out_dir``; its report says what was compared (``contest``).
     Ties keep the first."""

@@ -27,7 +27,8 @@ BEST = "best_policy.json"
 # and after the 8-epoch final, at two budgets (README, Results).
 V3_LEADS = (
     "benchmark v3, ResNet-56: at 50 % of dense latency +6.1 points at the 900-step rung, +0.13 "
-    "within noise after the final; at 35 % +6.4 at the rung, -7.6 after the final (seed 0)"
+    "within noise after the final; at 35 % +6.4 at the rung, then -8.7 and +2.1 in validation "
+    "after two seeds of the final"
 )
 
 
@@ -220,8 +221,8 @@ def rule_verdict(records: list[dict[str, Any]]) -> str | None:
     """One line comparing the search's best candidate with the hand-made rules' policies it
     evaluated first (Optuna's warm start), on their last-rung validation scores: a user should
     know when ``--searcher global`` would have given as much in a minute, and that a lead at a
-    short rung is no proof (benchmark v3 saw one shrink to noise at 50 % and turn into a loss at
-    35 %). ``None`` without a rule that reached the last rung.
+    short rung is no proof (benchmark v3 saw one shrink to noise at 50 %). ``None`` without a
+    rule that reached the last rung.
 
     >>> recs = [{"state": "COMPLETE", "accuracy": 70.0, "policy": {"metadata": {}}},
     ...         {"state": "COMPLETE", "accuracy": 71.5,
