@@ -289,7 +289,13 @@ def write_applied(
     out_dir.mkdir(parents=True, exist_ok=True)
     policy.save(out_dir / POLICY)
     write_with(out_dir / MODEL, lambda p: torch.save(model.state_dict(), p))
-    result.files = {"policy": str(out_dir / POLICY), "model": str(out_dir / MODEL)}
+    return _write_report(out_dir, result, {"policy": POLICY, "model": MODEL})
+
+
+def _write_report(out_dir: Path, result: ExportReport, files: dict[str, str]) -> ExportReport:
+    """Write ``report.json`` naming the files already written into ``out_dir`` (kind → file
+    name), atomically, and add itself to ``result.files``."""
+    result.files = {kind: str(out_dir / name) for kind, name in files.items()}
     write_json(out_dir / REPORT, result.to_dict())
     result.files["report"] = str(out_dir / REPORT)
     return result
@@ -421,10 +427,7 @@ def apply_contest(
     files = {kind: Path(path).name for kind, path in result.files.items() if kind != "report"}
     for name in files.values():
         write_with(out_dir / name, partial(shutil.copyfile, source / name))
-    result.files = {kind: str(out_dir / name) for kind, name in files.items()}
-    write_json(out_dir / REPORT, result.to_dict())
-    result.files["report"] = str(out_dir / REPORT)
-    return result
+    return _write_report(out_dir, result, files)
 
 
 def _add_onnx(
@@ -485,8 +488,8 @@ def apply(
         "budget": budget, "finetune_final": finetune, "progress": progress,
         "fit_device": fit_device,
     }  # fmt: skip
-    rule = rule_contender(target) if rule_check and not target.is_file() else None
-    if rule is not None and finetune:
+    rule = rule_contender(target) if rule_check and finetune and not target.is_file() else None
+    if rule is not None:
         name = rule.metadata["warm_start"]
         return apply_contest(ws, {"search": policy, name: rule}, prof, out_dir, **kwargs)
     return apply_and_export(ws, policy, prof, out_dir, **kwargs)
