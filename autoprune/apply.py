@@ -228,7 +228,7 @@ def final_finetune(
 
 @dataclass(frozen=True)
 class Measured:
-    """The pruned model timed beside the dense one, and what that says about the budget."""
+    """A pruned model timed beside the dense one, and what that says about the budget."""
 
     dense: Timing
     pruned: Timing
@@ -236,6 +236,30 @@ class Measured:
     drift: float  # dense latency now ÷ when profiled
     budget_ms: float
     predicted_profile_ms: float
+
+
+def measure_pairs(
+    ws: Workspace,
+    pruned: list[nn.Module],
+    policies: list[PruningPolicy],
+    profile: HardwareProfile,
+    budget: LatencyBudget,
+    measure_kwargs: dict[str, Any],
+) -> list[Measured]:
+    """Time each pruned model interleaved with the dense model, all in the same rounds.
+    Shared machines drift, so a fractional budget means "this share of the dense model's
+    latency" as measured now; pruned models timed together are judged on the same state of
+    the device."""
+    t_dense, *timed = measure_models(
+        [ws.model, *pruned], ws.input_shape, profile.spec, **measure_kwargs
+    )
+    predictor, out = LUTPredictor(profile), []
+    for policy, t in zip(policies, timed, strict=True):
+        relative = paired_ratio(t, t_dense)
+        drift = t.ms / relative / profile.dense_ms
+        budget_ms = resolve_measured(budget, t_dense, t)
+        out.append(Measured(t_dense, t, relative, drift, budget_ms, predictor.predict(policy)))
+    return out
 
 
 def measure_pair(
@@ -246,20 +270,8 @@ def measure_pair(
     budget: LatencyBudget,
     measure_kwargs: dict[str, Any],
 ) -> Measured:
-    """Time ``pruned`` interleaved with the dense model. Shared machines drift, so a fractional
-    budget means "this share of the dense model's latency" as measured now."""
-    t_dense, t_pruned = measure_models(
-        [ws.model, pruned], ws.input_shape, profile.spec, **measure_kwargs
-    )
-    relative = paired_ratio(t_pruned, t_dense)
-    return Measured(
-        t_dense,
-        t_pruned,
-        relative,
-        t_pruned.ms / relative / profile.dense_ms,
-        resolve_measured(budget, t_dense, t_pruned),
-        LUTPredictor(profile).predict(policy),
-    )
+    """Time ``pruned`` interleaved with the dense model (:func:`measure_pairs` for one)."""
+    return measure_pairs(ws, [pruned], [policy], profile, budget, measure_kwargs)[0]
 
 
 def model_stats(ws: Workspace, model: nn.Module, data: Splits, timing: Timing) -> dict[str, float]:
@@ -301,37 +313,124 @@ def _write_report(out_dir: Path, result: ExportReport, files: dict[str, str]) ->
     return result
 
 
+@dataclass
+class _Applied:
+    """One policy on its way through :func:`_apply_together`."""
+
+    policy: PruningPolicy
+    out_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)  # the device fit's timings
+    model: nn.Module | None = None
+    before: float = 0.0  # validation accuracy pruned, before the final fine-tune
+    done: FinetuneResult | None = None
+
+
+def _named(report: Progress, name: str, label: str, done: int, total: int) -> None:
+    report(f"{label} ({name})", done, total)
+
+
+def _deployable(ws: Workspace, policy: PruningPolicy, data: Splits) -> PruningPolicy:
+    """``policy`` with the config's magnitude sparsity on top (for size) and what a deployment
+    needs to rebuild and feed the model without the config."""
+    cfg = ws.config
+    if cfg.mode != "structured" and not policy.sparsity:
+        policy = with_sparsity(policy, ws.model, cfg.sparsity, cfg.sparsity_scope)
+    return policy.with_metadata(
+        input_shape=list(ws.input_shape),
+        num_classes=cfg.num_classes,
+        classes=list(data.classes),
+        **data.normalization,
+    )
+
+
+def _apply_together(
+    ws: Workspace,
+    jobs: dict[str, tuple[PruningPolicy, Path]],
+    profile: HardwareProfile,
+    *,
+    budget: str | None = None,
+    finetune_final: bool = True,
+    progress: Progress | None = None,
+    measure_kwargs: dict[str, Any] | None = None,
+    fit_device: bool = True,
+    onnx: bool = False,
+) -> dict[str, ExportReport]:
+    """The steps of :func:`apply_and_export` for one or more policies (name → policy, output
+    folder): fitted to the budget in the same timing rounds, each fine-tuned in turn, all timed
+    in the same rounds beside the dense model, which is scored once. Policies compared with
+    each other thus meet the budget on the same state of the device."""
+    start, report = time.perf_counter(), progress or (lambda *_: None)
+    for policy, _ in jobs.values():
+        check_policy_fits(policy, ws)
+    data, cfg = ws.load_data(), ws.config
+    budget_spec = LatencyBudget.parse(budget or cfg.budget)
+    measure_kwargs = measure_kwargs or {**MEASURE, "min_time_s": cfg.measure_seconds}
+    runs = {name: _Applied(policy, Path(out)) for name, (policy, out) in jobs.items()}
+    to_fit = [r for r in runs.values() if fit_device and r.policy.mode != "unstructured"]
+    if to_fit:
+        fitted = fit_on_device(
+            ws, [r.policy for r in to_fit], profile, budget_spec, margin=cfg.budget_margin,
+            measure_kwargs=measure_kwargs, progress=progress,
+        )  # fmt: skip
+        for r, (policy, history) in zip(to_fit, fitted, strict=True):
+            r.policy = policy.with_metadata(device_fit=history) if len(history) > 1 else policy
+            r.history = history
+    for name, r in runs.items():
+        r.policy = _deployable(ws, r.policy, data)
+        r.model = apply_policy(ws.model, r.policy, ws.layers, ws.input_shape)
+        r.before = accuracy(r.model, data.val, cfg.eval_batch_size)  # one-shot
+        if finetune_final:  # a killed fine-tune goes on from its last epoch
+            named = partial(_named, report, name) if len(runs) > 1 else report
+            r.model, r.done = final_finetune(
+                ws, r.policy, data, progress=named, checkpoint=r.out_dir / CHECKPOINT
+            )
+    report("measuring latency", 0, 1)
+    models = [r.model for r in runs.values() if r.model is not None]
+    measured = measure_pairs(
+        ws, models, [r.policy for r in runs.values()], profile, budget_spec, measure_kwargs
+    )
+    report("measuring latency", 1, 1)
+    dense = model_stats(ws, ws.model, data, measured[0].dense)
+    results = {}
+    for (name, r), m, model in zip(runs.items(), measured, models, strict=True):
+        result = _result(ws, r, profile, data, m, dense)
+        result.seconds = time.perf_counter() - start
+        results[name] = write_applied(r.out_dir, r.policy, model, result)
+        (r.out_dir / CHECKPOINT).unlink(missing_ok=True)
+        if onnx:
+            _add_onnx(result, model, ws.input_shape, r.policy, r.out_dir, start)
+    return results
+
+
 def _result(
     ws: Workspace,
-    policy: PruningPolicy,
+    r: _Applied,
     profile: HardwareProfile,
     data: Splits,
     m: Measured,
-    pruned: nn.Module,
-    before: float,
-    history: list[dict[str, float]],
-    done: FinetuneResult | None,
+    dense: dict[str, float],
 ) -> ExportReport:
+    assert r.model is not None
     return ExportReport(
         model=ws.config.model,
-        policy=policy.to_dict(),
+        policy=r.policy.to_dict(),
         budget_ms=m.budget_ms,
-        dense=model_stats(ws, ws.model, data, m.dense),
+        dense=dense,
         pruned={
-            **model_stats(ws, pruned, data, m.pruned),
-            "val_acc_before_ft": before,
+            **model_stats(ws, r.model, data, m.pruned),
+            "val_acc_before_ft": r.before,
             "relative_latency": m.relative,
         },
         predicted_ms=m.predicted_profile_ms * m.drift,
         predicted_ms_profile=m.predicted_profile_ms,
         drift=m.drift,
         device={**profile.describe(), "other_cpus": m.pruned.other_cpus},
-        device_fit=history,
+        device_fit=r.history,
         data=data.describe(),
         # The recipe as it ran: its step count is the schedule's length (epochs × batches when
         # epochs are set), not the unused ``steps`` default.
-        recipe={**asdict(ws.config.final_finetune), "steps": done.planned} if done else {},
-        finetuned=asdict(done) if done else {},
+        recipe={**asdict(ws.config.final_finetune), "steps": r.done.planned} if r.done else {},
+        finetuned=asdict(r.done) if r.done else {},
     )
 
 
@@ -340,55 +439,15 @@ def apply_and_export(
     policy: PruningPolicy,
     profile: HardwareProfile,
     out_dir: Path,
-    *,
-    budget: str | None = None,
-    finetune_final: bool = True,
-    progress: Progress | None = None,
-    measure_kwargs: dict[str, Any] | None = None,
-    fit_device: bool = True,
-    onnx: bool = False,
+    **kwargs: Any,
 ) -> ExportReport:
     """Fit ``policy`` to the budget on the device (unless ``fit_device`` is off or it removes no
     channels), add the config's magnitude sparsity, fine-tune with the final recipe, measure
     beside the dense model, score every split, and write the result into ``out_dir`` (with
-    ``onnx``, also ``model.onnx``, checked against PyTorch)."""
-    start, report = time.perf_counter(), progress or (lambda *_: None)
-    check_policy_fits(policy, ws)
-    data, cfg = ws.load_data(), ws.config
-    budget_spec = LatencyBudget.parse(budget or cfg.budget)
-    measure_kwargs = measure_kwargs or {**MEASURE, "min_time_s": cfg.measure_seconds}
-    history: list[dict[str, float]] = []
-    if fit_device and policy.mode != "unstructured":
-        ((policy, history),) = fit_on_device(
-            ws, [policy], profile, budget_spec, margin=cfg.budget_margin,
-            measure_kwargs=measure_kwargs, progress=progress,
-        )  # fmt: skip
-        policy = policy.with_metadata(device_fit=history) if len(history) > 1 else policy
-    if cfg.mode != "structured" and not policy.sparsity:  # magnitude sparsity on top, for size
-        policy = with_sparsity(policy, ws.model, cfg.sparsity, cfg.sparsity_scope)
-    # What a deployment needs to rebuild and feed the model, without the config.
-    policy = policy.with_metadata(
-        input_shape=list(ws.input_shape),
-        num_classes=cfg.num_classes,
-        classes=list(data.classes),
-        **data.normalization,
-    )
-    pruned = apply_policy(ws.model, policy, ws.layers, ws.input_shape)
-    before = accuracy(pruned, data.val, cfg.eval_batch_size)  # one-shot, before fine-tuning
-    done = None
-    resume = out_dir / CHECKPOINT  # a killed fine-tune goes on from its last epoch
-    if finetune_final:
-        pruned, done = final_finetune(ws, policy, data, progress=progress, checkpoint=resume)
-    report("measuring latency", 0, 1)
-    m = measure_pair(ws, pruned, policy, profile, budget_spec, measure_kwargs)
-    report("measuring latency", 1, 1)
-    result = _result(ws, policy, profile, data, m, pruned, before, history, done)
-    result.seconds = time.perf_counter() - start
-    result = write_applied(out_dir, policy, pruned, result)
-    resume.unlink(missing_ok=True)
-    if onnx:
-        _add_onnx(result, pruned, ws.input_shape, policy, out_dir, start)
-    return result
+    ``onnx``, also ``model.onnx``, checked against PyTorch). Keywords: see
+    :func:`_apply_together` (``budget``, ``finetune_final``, ``progress``, ``measure_kwargs``,
+    ``fit_device``, ``onnx``)."""
+    return _apply_together(ws, {"policy": (policy, out_dir)}, profile, **kwargs)["policy"]
 
 
 def apply_contest(
@@ -398,16 +457,15 @@ def apply_contest(
     out_dir: Path,
     **kwargs: Any,
 ) -> ExportReport:
-    """Apply each policy in full (fit, final fine-tune, measure) into ``out_dir/contenders/NAME``
-    and keep the one with the highest validation accuracy after its final fine-tune: a search's
-    lead at a short rung can vanish in the final (benchmark v3, ResNet-56 at 50 %), so the
-    search's best is checked against the best hand-made rule's policy it evaluated. The kept
-    one's files are copied into ``out_dir``; its report says what was compared (``contest``).
-    Ties keep the first."""
-    reports = {
-        name: apply_and_export(ws, policy, profile, out_dir / CONTENDERS / name, **kwargs)
-        for name, policy in policies.items()
-    }
+    """Apply each policy in full into ``out_dir/contenders/NAME`` — fitted to the budget in the
+    same timing rounds, each fine-tuned with the final recipe, all measured in the same rounds
+    beside the dense model — and keep the one with the highest validation accuracy after its
+    final fine-tune: a search's lead at a short rung can vanish in the final (benchmark v3,
+    ResNet-56 at 50 %), so the search's best is checked against the best hand-made rule's
+    policy it evaluated. The kept one's files are copied into ``out_dir``; its report says what
+    was compared (``contest``). Ties keep the first."""
+    jobs = {name: (policy, out_dir / CONTENDERS / name) for name, policy in policies.items()}
+    reports = _apply_together(ws, jobs, profile, **kwargs)
     kept = max(reports, key=lambda name: reports[name].pruned["val_acc"])
     result = reports[kept]
     result.contest = {
@@ -516,6 +574,7 @@ __all__ = [
     "final_finetune",
     "fit_on_device",
     "measure_pair",
+    "measure_pairs",
     "model_stats",
     "resolve_measured",
     "rule_contender",

@@ -95,6 +95,11 @@ def test_apply_contest_keeps_the_policy_better_on_validation(tmp_path: Path) -> 
         assert (out / name).read_bytes() == (kept / name).read_bytes()
         assert all((out / CONTENDERS / n / name).is_file() for n in policies)
     saved = json.loads((out / "report.json").read_text())
+    # Timed in the same rounds, beside one dense timing, scored once.
+    dense = [
+        json.loads((out / CONTENDERS / n / "report.json").read_text())["dense"] for n in policies
+    ]
+    assert dense[0] == dense[1] == saved["dense"]
     assert saved["contest"] == rep.contest and saved["pruned"]["val_acc"] == max(scores.values())
     model = load_pruned_model(out / "best_policy.json", out / "model.pt")
     from autoprune.finetune import accuracy
