@@ -27,8 +27,8 @@ BEST = "best_policy.json"
 # and after the 8-epoch final, at two budgets (README, Results).
 V3_LEADS = (
     "benchmark v3, ResNet-56: at 50 % of dense latency +6.1 points at the 900-step rung, +0.13 "
-    "within noise after the final; at 35 % +6.4 at the rung, then -8.7 and +2.1 in validation "
-    "after two seeds of the final"
+    "within noise after the final; at 35 % +6.4 at the rung, -2.79 within noise after the final "
+    "(3 seeds each)"
 )
 
 
