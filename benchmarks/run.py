@@ -331,6 +331,10 @@ class Bench:
             self.profile, budget_ms * (1 - cfg.budget_margin), run_dir, seed=cfg.search.seed
         )
         attrs = {"model": cfg.model, "searcher": method, "budget": budget, "budget_ms": budget_ms}
+        # Wall time across resumes: each finished trial adds this process's time so far to what
+        # earlier processes spent (a killed one loses at most the time since its last trial).
+        spent = run_dir / "search_seconds.json"
+        before = json.loads(spent.read_text())["seconds"] if spent.is_file() else 0.0
         t0 = time.perf_counter()
         with RunLock(run_dir):
             searcher = make_searcher(name, ctx, cfg)
@@ -340,6 +344,7 @@ class Bench:
             log = TrialLog(run_dir, searcher.name)
 
             def note(rec: dict[str, Any]) -> None:
+                write_json(spent, {"seconds": before + time.perf_counter() - t0})
                 _log(
                     f"  {method} trial {rec['trial']} {rec['state']}: "
                     f"{' → '.join(f'{a:.2f}' for _, a in rec.get('curve', []))}"
@@ -368,7 +373,7 @@ class Bench:
             "pruned": sum(r["state"] == "PRUNED" for r in log.records),
             "rungs": rungs,
             "rung_evaluations": sum(len(r.get("curve", [])) for r in log.records),
-            "search_s": time.perf_counter() - t0,
+            "search_s": before + time.perf_counter() - t0,  # every process's part
             "budget_ms_predicted": budget_ms,
         }
         write_json(done, out)
