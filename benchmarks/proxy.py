@@ -124,20 +124,23 @@ def _rungs(
     bench: Bench, policies: list[dict[str, Any]], folder: Path
 ) -> tuple[list[int], list[list[float]], list[list[float] | None]]:
     """Each candidate's score after each rung's fine-tune (from the plain pruned model), and its
-    seconds (``None`` for rows recorded before times were kept)."""
+    seconds (``None`` for rows recorded before times were kept). Saved after every fine-tune, so
+    a rerun resumes with the ones not yet run."""
     rungs = RUNGS
     path = folder / "rungs.json"
     saved = _load(path) or {}
     if isinstance(saved, list):  # the format before seconds were recorded
         saved = {"scores": saved, "seconds": [None] * len(saved)}
-    scores, seconds = saved.get("scores", []), saved.get("seconds", [])
-    todo = list(range(len(scores), len(policies)))
-    if todo:
-        _log(f"rungs {rungs} for {len(todo)} candidates")
+    n, r = len(policies), len(rungs)
+    scores: list[list[float | None]] = saved.get("scores", [])[:n]
+    seconds: list[list[float | None]] = [row or [None] * r for row in saved.get("seconds", [])]
+    scores += [[None] * r for _ in range(n - len(scores))]
+    seconds = seconds[:n] + [[None] * r for _ in range(n - len(seconds))]
+    jobs = [(i, k) for i in range(n) for k in range(r) if scores[i][k] is None]
+    if jobs:
+        _log(f"rungs {rungs}: {len(jobs)} fine-tunes to run")
         ev = _evaluator(bench, "none")
         pool = RayPool(ev, slots=2) if bench.train_threads > 1 else LocalPool(ev)
-        jobs = [(i, k) for i in todo for k in range(len(rungs))]
-        new = {i: [[0.0] * len(rungs), [0.0] * len(rungs)] for i in todo}
         try:
             for key, (i, k) in enumerate(jobs):
                 pool.submit(key, PruningPolicy.from_dict(policies[i]), 0, rungs[k])
@@ -146,14 +149,13 @@ def _rungs(
                 i, k = jobs[key]
                 if result is None:
                     raise RuntimeError(error)
-                new[i][0][k] = result.accuracy
-                new[i][1][k] = result.finetune_s + result.eval_s
+                scores[i][k] = result.accuracy
+                seconds[i][k] = result.finetune_s + result.eval_s
+                write_json(path, {"rungs": rungs, "scores": scores, "seconds": seconds})
+                _log(f"  candidate {i}, {rungs[k]} steps: {result.accuracy:.2f}")
         finally:
             pool.close()
-        scores += [new[i][0] for i in todo]
-        seconds += [new[i][1] for i in todo]
-        write_json(path, {"rungs": rungs, "scores": scores, "seconds": seconds})
-    return rungs, scores, seconds
+    return rungs, scores, seconds  # type: ignore[return-value]  # every entry is set by now
 
 
 def _screens(bench: Bench, policies: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:
