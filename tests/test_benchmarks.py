@@ -12,7 +12,7 @@ import torch
 
 from autoprune.errors import AutopruneError
 from benchmarks import _report, early_stop, latency_matched
-from benchmarks._stats import bootstrap_ci, pack, paired_diff, spearman, unpack
+from benchmarks._stats import bootstrap_ci, pack, paired_diff, spearman, spearman_ci, unpack
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -149,6 +149,18 @@ def test_spearman_ranks_with_ties() -> None:
     assert spearman([1, 2, 3], [1, 4, 9]) == pytest.approx(1.0)  # ranks, not values
     # ties share their mean rank: ranks (0.5, 0.5, 2) against (0, 1, 2)
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(np.sqrt(3) / 2)
+
+
+def test_spearman_interval_is_wide_for_a_dozen_and_narrow_for_many() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=400)
+    y = x + rng.normal(size=400)  # a true rank correlation of about +0.68
+    lo, hi = spearman_ci(list(x[:12]), list(y[:12]), boot=500)
+    lo_n, hi_n = spearman_ci(list(x), list(y), boot=500)
+    assert lo < spearman(list(x[:12]), list(y[:12])) < hi
+    assert lo_n < spearman(list(x), list(y)) < hi_n
+    assert hi - lo > 0.3 > hi_n - lo_n  # twelve candidates cannot pin a rank correlation
+    assert spearman_ci([1, 2, 3, 4], [1, 2, 3, 4], boot=200) == (1.0, 1.0)
 
 
 @pytest.mark.parametrize(
