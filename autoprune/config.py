@@ -160,9 +160,10 @@ class FidelityConfig:
     ``screen`` adds a rung 0 that repairs each pruned candidate without a gradient step and
     scores it: ``bn`` re-estimates batch-norm statistics on ``calibration_images`` train images,
     ``reconstruct`` refits every layer to the dense model's outputs by least squares on them
-    (:mod:`autoprune.reconstruct`); only the best ``screen_keep`` share of the screened
-    candidates goes on to the fine-tune rungs (which start from the plain pruned model, as the
-    final fine-tune does), so a search can screen many more candidates. ``screen_images``
+    (:mod:`autoprune.reconstruct`), ``reconstruct_bn`` does both (batch norm last); only the
+    best ``screen_keep`` share of the screened candidates goes on to the fine-tune rungs (which
+    start from the plain pruned model, as the final fine-tune does), so a search can screen
+    many more candidates. ``screen_images``
     scores screens on a fixed sample of the validation split (``null``: all of it): scoring is
     most of a screen's time (benchmarks/results/screen_cost-*.md). ``promote`` says when a
     screened candidate may go on: ``lazy`` (ASHA) as soon as it ranks in the kept share of
@@ -175,7 +176,7 @@ class FidelityConfig:
     rungs: int = 3
     reduction_factor: int = 3
     pruner: str = "successive_halving"  # successive_halving | hyperband | none
-    screen: str = "none"  # none | bn | reconstruct
+    screen: str = "none"  # none | bn | reconstruct | reconstruct_bn
     screen_keep: float = 0.1
     calibration_images: int = 256
     screen_images: int | None = None

@@ -50,8 +50,9 @@ class Evaluator:
         device: where the pruned copy is fine-tuned and scored (``cuda`` in a Ray task with a
             GPU is the GPU Ray assigned); the dense model stays where it is.
         recover: how a pruned copy is repaired before it is fine-tuned and scored: ``none``,
-            ``bn`` (batch norm re-estimated) or ``reconstruct`` (layers refitted to the dense
-            model by least squares, :func:`autoprune.reconstruct.reconstruct`).
+            ``bn`` (batch norm re-estimated), ``reconstruct`` (layers refitted to the dense
+            model by least squares, :func:`autoprune.reconstruct.reconstruct`) or
+            ``reconstruct_bn`` (both, batch norm last).
         screen: the repair of a screening call (``steps=0``, no fine-tune step), in place of
             ``recover`` (``none``: ``recover``'s).
         calibration_images: train images (a fixed, seeded sample, not augmented) the repair
@@ -128,10 +129,10 @@ class Evaluator:
         if repair != "none":
             split = self.train
             images = normalize(split.x[self.calibration], split.mean, split.std)
-            if repair == "bn":
-                recalibrate_bn(pruned, images)
-            else:
+            if repair.startswith("reconstruct"):
                 reconstruct(pruned, self.model, images, kept)
+            if repair.endswith("bn"):
+                recalibrate_bn(pruned, images)
         return pruned
 
     def __call__(

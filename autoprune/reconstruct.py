@@ -8,8 +8,8 @@ accumulate: every layer is fitted to the dense model, not to its pruned predeces
 matched before batch norm, so the kept batch-norm statistics stay valid. One dense and one pruned
 forward pass plus one small linear solve per layer: seconds on a CPU for a CIFAR ResNet-56.
 
-The search uses it to screen many candidates before fine-tuning any (``fidelity.screen``), and
-every rung starts from the reconstructed weights.
+The search uses it to screen many candidates before fine-tuning any (``fidelity.screen``); the
+fine-tune rungs start from the plain pruned model, as the final fine-tune does.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,30 @@ from benchmarks.run import Bench, _log
 
 OLD_PROXY = FinetuneConfig(steps=80, batch_size=64, lr=0.01)
 RUNGS = [100, 300, 900]  # benchmark v2's rungs: short fine-tunes from the plain pruned model
-# name → (repair, fine-tune steps): the cheap rung-0 candidates.
-SCREENS: dict[str, tuple[str, int]] = {
-    "bn": ("bn", 0),
-    "reconstruct": ("reconstruct", 0),
-    "reconstruct + 30 steps": ("reconstruct", 30),
-    "reconstruct + 100 steps": ("reconstruct", 100),
+
+
+@dataclass(frozen=True)
+class Screen:
+    """A cheap rung-0 candidate: a repair (``Evaluator``'s ``recover``), then ``steps`` of the
+    suite's short fine-tune (``None`` fields: the suite's settings)."""
+
+    repair: str
+    steps: int = 0
+    calibration_images: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+
+
+SCREENS: dict[str, Screen] = {
+    "bn": Screen("bn"),
+    "reconstruct": Screen("reconstruct"),
+    "reconstruct + 30 steps": Screen("reconstruct", 30),
+    "reconstruct + 100 steps": Screen("reconstruct", 100),
+    # Added after the first four (the same candidates, resumed): variants costing about as
+    # much as plain reconstruction or up to 1/20 of the 900-step rung.
+    "reconstruct + bn": Screen("reconstruct_bn"),
+    "reconstruct, 1,024 images": Screen("reconstruct", calibration_images=1024),
+    "reconstruct + 100 steps of batch 32": Screen("reconstruct", 100, batch_size=32),
 }
 
 
@@ -66,14 +85,20 @@ def _load(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _evaluator(bench: Bench, recover: str) -> Evaluator:
-    """The suite's candidate evaluator with the repair ``recover`` before every fine-tune."""
+def _evaluator(bench: Bench, screen: Screen) -> Evaluator:
+    """The suite's candidate evaluator with ``screen``'s repair before every fine-tune and its
+    settings in place of the suite's."""
     ws, cfg = bench.ws, bench.cfg
+    recipe = dataclasses.replace(
+        cfg.short_finetune,
+        batch_size=screen.batch_size or cfg.short_finetune.batch_size,
+        lr=screen.lr or cfg.short_finetune.lr,
+    )
     return Evaluator(
         ws.model, ws.layers, ws.input_shape, bench.data.train, bench.data.val,
-        LUTPredictor(bench.profile), cfg.short_finetune, eval_batch_size=cfg.eval_batch_size,
-        teacher=bench.teacher, recover=recover,
-        calibration_images=cfg.fidelity.calibration_images,
+        LUTPredictor(bench.profile), recipe, eval_batch_size=cfg.eval_batch_size,
+        teacher=bench.teacher, recover=screen.repair,
+        calibration_images=screen.calibration_images or cfg.fidelity.calibration_images,
     )  # fmt: skip
 
 
@@ -139,7 +164,7 @@ def _rungs(
     jobs = [(i, k) for i in range(n) for k in range(r) if scores[i][k] is None]
     if jobs:
         _log(f"rungs {rungs}: {len(jobs)} fine-tunes to run")
-        ev = _evaluator(bench, "none")
+        ev = _evaluator(bench, Screen("none"))
         pool = RayPool(ev, slots=2) if bench.train_threads > 1 else LocalPool(ev)
         try:
             for key, (i, k) in enumerate(jobs):
@@ -163,7 +188,7 @@ def _screens(bench: Bench, policies: list[dict[str, Any]], folder: Path) -> list
     measured here on one thread."""
     path = folder / "screens.json"
     rows: list[dict[str, Any]] = _load(path) or []
-    evaluators: dict[str, Evaluator] = {}
+    evaluators: dict[Screen, Evaluator] = {}
     for i in range(len(policies)):
         row = rows[i] if i < len(rows) else {}
         missing = [name for name in SCREENS if name not in row]
@@ -171,11 +196,12 @@ def _screens(bench: Bench, policies: list[dict[str, Any]], folder: Path) -> list
             continue
         policy = PruningPolicy.from_dict(policies[i])
         for name in missing:
-            recover, steps = SCREENS[name]
-            if recover not in evaluators:
-                evaluators[recover] = _evaluator(bench, recover).with_threads(1)
+            screen = SCREENS[name]
+            key = dataclasses.replace(screen, steps=0)  # one evaluator serves every length
+            if key not in evaluators:
+                evaluators[key] = _evaluator(bench, screen).with_threads(1)
             t0 = time.perf_counter()
-            result = evaluators[recover](policy, 0, steps)
+            result = evaluators[key](policy, 0, screen.steps)
             row[name] = {"score": result.accuracy, "seconds": time.perf_counter() - t0}
             row.update(macs=result.macs, params=result.params)
         rows[i:] = [row, *rows[i + 1 :]]
@@ -253,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "MACs": entry("zero-cost", [s["macs"] for s in screens], None),
         "parameters": entry("zero-cost", [s["params"] for s in screens], None),
         **{
-            f"{name}, no fine-tune" if SCREENS[name][1] == 0 else name: entry(
+            f"{name}, no fine-tune" if SCREENS[name].steps == 0 else name: entry(
                 "screen",
                 [s[name]["score"] for s in screens],
                 [s[name]["seconds"] for s in screens],

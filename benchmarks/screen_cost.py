@@ -33,7 +33,7 @@ from autoprune.pruning import make_permanent
 from benchmarks._common import provenance, save
 from benchmarks._final import study_bench, study_parser
 from benchmarks._stats import spearman
-from benchmarks.proxy import _evaluator, _load, _policies
+from benchmarks.proxy import Screen, _evaluator, _load, _policies
 from benchmarks.run import Bench, _log
 
 SUBSETS = (250, 500, 1000, 2000)
@@ -44,7 +44,7 @@ def screen_hits(bench: Bench, policies: list[dict[str, Any]], folder: Path) -> l
     validation image (a 0/1 string), measured on one thread."""
     path = folder / "hits.json"
     rows: list[dict[str, Any]] = _load(path) or []
-    ev = _evaluator(bench, "reconstruct")
+    ev = _evaluator(bench, Screen("reconstruct"))
     for i in range(len(rows), len(policies)):
         policy = PruningPolicy.from_dict(policies[i])
         with torch_threads(1):

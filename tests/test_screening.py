@@ -14,6 +14,7 @@ import torch_pruning as tp
 
 from autoprune.config import Config, load_config
 from autoprune.data import load_cifar10
+from autoprune.data.splits import normalize
 from autoprune.distributed import LocalPool, run_search
 from autoprune.errors import ConfigError
 from autoprune.evaluate import Evaluator
@@ -122,6 +123,22 @@ def test_evaluator_screens_with_no_fine_tune_step(tiny) -> None:
             tiny.model, tiny.layers, SHAPE, tiny.data.train, tiny.data.val, tiny.predictor,
             recover="magic",
         )  # fmt: skip
+
+
+def test_reconstruct_bn_reestimates_batch_norm_after_the_refit(tiny) -> None:
+    ev = Evaluator(
+        tiny.model, tiny.layers, SHAPE, tiny.data.train, tiny.data.val, tiny.predictor,
+        FinetuneConfig(steps=2, batch_size=16), calibration_images=64,
+    )  # fmt: skip
+    policy = PruningPolicy("resnet8", {la.name: 0.5 for la in tiny.layers})
+    both, refit = ev.prune(policy, "reconstruct_bn"), ev.prune(policy, "reconstruct")
+    split = tiny.data.train
+    recalibrate_bn(refit, normalize(split.x[ev.calibration], split.mean, split.std))
+    for a, b in zip(both.state_dict().values(), refit.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    plain = ev.prune(policy, "reconstruct").state_dict()
+    stats = [k for k in plain if "running" in k]
+    assert any(not torch.equal(both.state_dict()[k], plain[k]) for k in stats)
 
 
 def _study_with(values: dict[int, float], step: int = 0) -> optuna.Study:

@@ -26,7 +26,8 @@ SEARCHERS: Registry[type[Searcher]] = Registry(
     },
 )
 PRUNERS: tuple[str, ...] = ("successive_halving", "hyperband", "none")  # fidelity.pruner
-RECOVERIES: tuple[str, ...] = ("none", "bn", "reconstruct")  # fidelity.recover
+# fidelity.screen (and the evaluator's recover)
+RECOVERIES: tuple[str, ...] = ("none", "bn", "reconstruct", "reconstruct_bn")
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "cmaes", "random")  # search.sampler (optuna)
 
 
