@@ -311,8 +311,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ],
         "provenance": provenance(bench.profile.device, bench.profile.threads, bench.profile.batch),
     }
-    save(f"proxy-{bench.cfg.model}-{args.budget}", out, _markdown(out), folder=args.results)
+    name = f"proxy-{bench.cfg.model}-{args.budget}"
+    save(name, out, _markdown(out), folder=args.results)
+    _plot(out, args.results / f"{name}.png")
     return out
+
+
+def frontier(proxies: dict[str, dict[str, Any]]) -> list[str]:
+    """The timed proxies no other beats on both counts (cheaper and higher Spearman), cheapest
+    first: the cost-vs-faithfulness frontier a search's rung 0 is picked from."""
+    timed = {n: p for n, p in proxies.items() if p["seconds"] is not None}
+    return sorted(
+        (
+            n
+            for n, p in timed.items()
+            if not any(
+                q["seconds"] <= p["seconds"] and q["spearman"] > p["spearman"]
+                for m, q in timed.items()
+                if m != n
+            )
+        ),
+        key=lambda n: timed[n]["seconds"],
+    )
 
 
 def _markdown(out: dict[str, Any]) -> str:
@@ -332,19 +352,22 @@ def _markdown(out: dict[str, Any]) -> str:
         "",
         "*Spearman* comes with a 95 % interval from resampling the candidates (a dozen pin a "
         "rank correlation only to several tenths); *regret* is what keeping only the proxy's "
-        "top candidate loses after the final, in validation points against the best candidate.",
+        "top candidate loses after the final, in validation points against the best candidate; "
+        "◆ marks the frontier (no proxy is both cheaper and more faithful).",
         "",
         "| proxy | kind | Spearman vs final validation | regret (points) | "
         "seconds per candidate | ÷ last rung's time |",
         "|---|---|---:|---:|---:|---:|",
     ]
+    front = frontier(out["proxies"])
     for name, p in out["proxies"].items():
         sec, ci = p["seconds"], p.get("spearman_ci")
         share = f"{sec / last:.3f}" if sec is not None and last else "–"
         interval = f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
         regret = f"{p['regret']:.2f}" if "regret" in p else "–"
         md.append(
-            f"| {name} | {p['kind']} | {p['spearman']:+.2f}{interval} | {regret} | "
+            f"| {name}{' ◆' if name in front else ''} | {p['kind']} | "
+            f"{p['spearman']:+.2f}{interval} | {regret} | "
             f"{'–' if sec is None else f'{sec:.1f}'} | {share} |"
         )
     names = list(SCREENS)
@@ -367,6 +390,40 @@ def _markdown(out: dict[str, Any]) -> str:
             + f" | {f['val_acc']:.2f} | {f['test_acc']:.2f} | {f.get('holdout_acc', 0):.2f} |"
         )
     return "\n".join(md) + "\n"
+
+
+def _plot(out: dict[str, Any], path: Path) -> None:
+    """Spearman (with its interval) against seconds per candidate, one point per timed proxy,
+    with the issue's target: ≥ 0.8 at ≤ 1/20 of the last rung's time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from autoprune._io import write_with
+
+    timed = {n: p for n, p in out["proxies"].items() if p["seconds"] is not None}
+    last = out["proxies"][f"rung {len(out['rungs']) - 1}: {out['rungs'][-1]} steps"]["seconds"]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for name, p in timed.items():
+        lo, hi = p.get("spearman_ci") or (p["spearman"], p["spearman"])
+        err = [[p["spearman"] - lo], [hi - p["spearman"]]]
+        color = "C1" if p["kind"] == "rung" else "C0"
+        ax.errorbar(p["seconds"], p["spearman"], yerr=err, fmt="o", c=color, capsize=3)
+        ax.annotate(name, (p["seconds"], p["spearman"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")  # fmt: skip
+    if last:
+        ax.axvline(last / 20, ls=":", c="gray", label="1/20 of the last rung's time")
+    ax.axhline(0.8, ls="--", c="gray", label="Spearman 0.8")
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per candidate (1 thread)")
+    ax.set_ylabel("Spearman vs final validation")
+    title = f"{out['model']} at {float(out['budget']):.0%}: {out['n']} candidates"
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    write_with(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
 
 
 if __name__ == "__main__":

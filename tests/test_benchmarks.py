@@ -151,6 +151,19 @@ def test_spearman_ranks_with_ties() -> None:
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(np.sqrt(3) / 2)
 
 
+def test_proxy_frontier_keeps_what_nothing_cheaper_beats() -> None:
+    from benchmarks.proxy import frontier
+
+    proxies = {
+        "MACs": {"spearman": 0.1, "seconds": None},  # untimed: not on the frontier
+        "bn": {"spearman": 0.48, "seconds": 6.7},
+        "reconstruct": {"spearman": 0.50, "seconds": 10.6},
+        "reconstruct + 30 steps": {"spearman": 0.41, "seconds": 29.0},  # beaten by cheaper
+        "rung 900": {"spearman": 0.90, "seconds": 500.0},
+    }
+    assert frontier(proxies) == ["bn", "reconstruct", "rung 900"]
+
+
 def test_spearman_interval_is_wide_for_a_dozen_and_narrow_for_many() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=400)
