@@ -78,6 +78,7 @@ SCREENS: dict[str, Screen] = {
     "reconstruct + bn": Screen("reconstruct_bn"),
     "reconstruct, 1,024 images": Screen("reconstruct", calibration_images=1024),
     "reconstruct + 100 steps of batch 32": Screen("reconstruct", 100, batch_size=32),
+    "reconstruct + 30 steps at lr 0.001": Screen("reconstruct", 30, lr=0.001),
 }
 
 
