@@ -163,9 +163,9 @@ class FidelityConfig:
     (:mod:`autoprune.reconstruct`), ``reconstruct_bn`` does both (batch norm last); only the
     best ``screen_keep`` share of the screened candidates goes on to the fine-tune rungs (which
     start from the plain pruned model, as the final fine-tune does), so a search can screen
-    many more candidates. ``screen_images``
-    scores screens on a fixed sample of the validation split (``null``: all of it): scoring is
-    most of a screen's time (benchmarks/results/screen_cost-*.md). ``promote`` says when a
+    many more candidates. ``screen_images`` scores screens on a fixed sample of the validation
+    split (``null``: all of it): scoring is most of a screen's time
+    (benchmarks/results/screen_cost-*.md). ``promote`` says when a
     screened candidate may go on: ``lazy`` (ASHA) as soon as it ranks in the kept share of
     enough screens, ``deferred`` only once every candidate is screened, and each fine-tune rung
     likewise only once all its candidates are scored (synchronous successive halving: exactly

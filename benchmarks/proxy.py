@@ -336,9 +336,14 @@ def frontier(proxies: dict[str, dict[str, Any]]) -> list[str]:
     )
 
 
+def _last_rung_seconds(out: dict[str, Any]) -> float | None:
+    """Seconds per candidate of the longest rung: the yardstick a screen's cost is read against."""
+    return out["proxies"][f"rung {len(out['rungs']) - 1}: {out['rungs'][-1]} steps"]["seconds"]
+
+
 def _markdown(out: dict[str, Any]) -> str:
     prov = out["provenance"]
-    last = out["proxies"][f"rung {len(out['rungs']) - 1}: {out['rungs'][-1]} steps"]["seconds"]
+    last = _last_rung_seconds(out)
     recipe = out["final_recipe"]
     md = [
         f"# Proxy → final: {out['model']} at {float(out['budget']):.0%} of dense latency",
@@ -404,7 +409,7 @@ def _plot(out: dict[str, Any], path: Path) -> None:
     from autoprune._io import write_with
 
     timed = {n: p for n, p in out["proxies"].items() if p["seconds"] is not None}
-    last = out["proxies"][f"rung {len(out['rungs']) - 1}: {out['rungs'][-1]} steps"]["seconds"]
+    last = _last_rung_seconds(out)
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for name, p in timed.items():
         lo, hi = p.get("spearman_ci") or (p["spearman"], p["spearman"])
