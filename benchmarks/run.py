@@ -73,11 +73,11 @@ from benchmarks._stats import pack
 METHODS = ["optuna", "amc", "random", "uniform", "global", "lamp", "tpe-screen", "tpe-deferred"]
 # A method is a searcher, or a searcher with settings of its own (``method_overrides``).
 METHOD_SEARCHER = {"tpe-screen": "optuna", "tpe-deferred": "optuna"}
-# The v3 search (ResNet-56 YAML): 480 candidates (20× v2's 24) screened by reconstruction and
-# batch-norm re-estimation in the stage space, the best 5 % fine-tuned 300 steps, the best third
-# of those 900.
+# The v3 search (ResNet-56 YAML): 480 candidates (20× v2's 24) screened by reconstruction on
+# 1,024 images in the stage space, the best 5 % fine-tuned 300 steps, the best third of those 900.
 SCREENED = {
-    "fidelity.screen": "reconstruct_bn",
+    "fidelity.screen": "reconstruct",
+    "fidelity.calibration_images": 1024,
     "fidelity.screen_keep": 0.05,
     "fidelity.screen_images": 2000,  # Spearman ≥ 0.97 with all 3,983 (screen_cost-*.md)
     "fidelity.min_steps": 300,
