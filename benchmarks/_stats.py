@@ -107,16 +107,33 @@ def spearman_ci(
     x: list[float], y: list[float], *, boot: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
     """95 % percentile interval of :func:`spearman` from resampling the pairs: with a dozen
-    candidates a rank correlation is uncertain by several tenths, and a study should say so.
-    Replicates whose draw leaves one side constant (no ranks to correlate) are skipped."""
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    candidates a rank correlation is uncertain by several tenths, and a study should say so."""
+    return mean_spearman_ci([(x, y)], boot=boot, seed=seed)
+
+
+def mean_spearman_ci(
+    groups: list[tuple[list[float], list[float]]], *, boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95 % percentile interval of the mean of each group's :func:`spearman` (studies on
+    different models, whose scores share no scale), resampling the pairs within each group.
+    Replicates whose draw leaves one side of a group constant (no ranks to correlate) are
+    skipped."""
+    data = [(np.asarray(x, dtype=float), np.asarray(y, dtype=float)) for x, y in groups]
     rng, reps = np.random.default_rng(seed), []
     for _ in range(boot):
-        pick = rng.integers(0, len(a), size=len(a))
-        if np.ptp(a[pick]) > 0 and np.ptp(b[pick]) > 0:
-            reps.append(spearman(list(a[pick]), list(b[pick])))
+        draws = [(a[pick], b[pick]) for a, b in data for pick in [rng.integers(0, len(a), len(a))]]
+        if all(np.ptp(a) > 0 and np.ptp(b) > 0 for a, b in draws):
+            reps.append(np.mean([spearman(list(a), list(b)) for a, b in draws]))
     lo, hi = np.percentile(reps, [2.5, 97.5])
     return float(lo), float(hi)
 
 
-__all__ = ["bootstrap_ci", "pack", "paired_diff", "spearman", "spearman_ci", "unpack"]
+__all__ = [
+    "bootstrap_ci",
+    "mean_spearman_ci",
+    "pack",
+    "paired_diff",
+    "spearman",
+    "spearman_ci",
+    "unpack",
+]

@@ -276,23 +276,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "seconds": float(np.mean(timed)) if timed else None,
         }
 
-    proxies: dict[str, dict[str, Any]] = {
-        "MACs": entry("zero-cost", [s["macs"] for s in screens], None),
-        "parameters": entry("zero-cost", [s["params"] for s in screens], None),
+    seconds = {
+        **{_screen_label(n): [s[n]["seconds"] for s in screens] for n in SCREENS},
         **{
-            f"{name}, no fine-tune" if SCREENS[name].steps == 0 else name: entry(
-                "screen",
-                [s[name]["score"] for s in screens],
-                [s[name]["seconds"] for s in screens],
-            )
-            for name in SCREENS
-        },
-        **{
-            f"rung {k}: {steps} steps": entry(
-                "rung", [r[k] for r in rung_scores], [s[k] if s else None for s in rung_seconds]
-            )
+            _rung_label(k, steps): [s[k] if s else None for s in rung_seconds]
             for k, steps in enumerate(rungs)
         },
+    }
+    proxies: dict[str, dict[str, Any]] = {
+        name: entry(_kind(name), scores, seconds.get(name))
+        for name, scores in _scores(screens, rungs, rung_scores).items()
     }
     if old is not None:
         proxies["v1: 80 steps, memorized validation"] = entry(
@@ -318,6 +311,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return out
 
 
+def _screen_label(name: str) -> str:
+    return f"{name}, no fine-tune" if SCREENS[name].steps == 0 else name
+
+
+def _rung_label(k: int, steps: int) -> str:
+    return f"rung {k}: {steps} steps"
+
+
+def _kind(label: str) -> str:
+    if label in ("MACs", "parameters"):
+        return "zero-cost"
+    return "rung" if label.startswith("rung ") else "screen"
+
+
+def _scores(
+    screens: list[dict[str, Any]], rungs: list[int], rung_scores: list[list[float]]
+) -> dict[str, list[float]]:
+    """Each proxy's score per candidate, under the name its table row has."""
+    return {
+        "MACs": [s["macs"] for s in screens],
+        "parameters": [s["params"] for s in screens],
+        **{_screen_label(n): [s[n]["score"] for s in screens] for n in SCREENS},
+        **{_rung_label(k, steps): [r[k] for r in rung_scores] for k, steps in enumerate(rungs)},
+    }
+
+
+def proxy_scores(out: dict[str, Any]) -> dict[str, list[float]]:
+    """:func:`_scores` read back from a study's results file (``candidates``)."""
+    cands = out["candidates"]
+    return _scores([c["screens"] for c in cands], out["rungs"], [c["rungs"] for c in cands])
+
+
 def frontier(proxies: dict[str, dict[str, Any]]) -> list[str]:
     """The timed proxies no other beats on both counts (cheaper and higher Spearman), cheapest
     first: the cost-vs-faithfulness frontier a search's rung 0 is picked from."""
@@ -338,7 +363,7 @@ def frontier(proxies: dict[str, dict[str, Any]]) -> list[str]:
 
 def _last_rung_seconds(out: dict[str, Any]) -> float | None:
     """Seconds per candidate of the longest rung: the yardstick a screen's cost is read against."""
-    return out["proxies"][f"rung {len(out['rungs']) - 1}: {out['rungs'][-1]} steps"]["seconds"]
+    return out["proxies"][_rung_label(len(out["rungs"]) - 1, out["rungs"][-1])]["seconds"]
 
 
 def _markdown(out: dict[str, Any]) -> str:

@@ -199,6 +199,38 @@ def test_committed_results_markdown_is_what_its_json_renders_to(name: str) -> No
         assert f"| {float(r['budget']):.0%} | {_report.LABEL[r['method']]} | " in rendered
 
 
+@pytest.mark.parametrize("model", ["resnet56", "resnet20"])
+def test_committed_proxy_study_scores_read_back_to_its_table(model: str) -> None:
+    """Each proxy's scores read back from a committed study reproduce its Spearman and interval,
+    and the study's markdown is what its JSON renders to: what the pooled table is built on."""
+    from benchmarks import proxy
+
+    data = json.loads((RESULTS / f"proxy-{model}-0.5.json").read_text())
+    assert proxy._markdown(data) == (RESULTS / f"proxy-{model}-0.5.md").read_text()
+    final = [c["final"]["val_acc"] for c in data["candidates"]]
+    read = proxy.proxy_scores(data)
+    assert set(read) | {"v1: 80 steps, memorized validation"} >= set(data["proxies"])
+    for name, scores in read.items():
+        assert spearman(scores, final) == pytest.approx(data["proxies"][name]["spearman"])
+        assert spearman_ci(scores, final) == pytest.approx(data["proxies"][name]["spearman_ci"])
+
+
+def test_pooled_proxy_table_is_what_the_committed_studies_give() -> None:
+    from benchmarks import proxy_pool
+
+    studies = [
+        json.loads((RESULTS / f"proxy-{m}-0.5.json").read_text()) for m in ("resnet56", "resnet20")
+    ]
+    out = proxy_pool.pool(studies)
+    committed = json.loads((RESULTS / "proxy-pooled-0.5.json").read_text())
+    assert json.loads(json.dumps(out["proxies"])) == committed["proxies"]
+    row = out["proxies"]["rung 2: 900 steps"]
+    assert row["share_of_last_rung"] == [1.0, 1.0]
+    assert row["worst"] == min(row["spearman"]) and row["mean_ci"][0] < row["mean"]
+    with pytest.raises(SystemExit, match="different budgets"):
+        proxy_pool.pool([studies[0], {**studies[1], "budget": "0.35"}])
+
+
 def test_early_stop_study_renders_the_committed_finals() -> None:
     """The early-stop comparison's pairs are the finals committed in its steps folder (the
     early-stop run and its patience-0 rerun of the same policy and seed), and its markdown is
