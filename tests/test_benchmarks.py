@@ -332,3 +332,18 @@ def test_final_jobs_run_as_ray_tasks_resumable_and_clear_their_checkpoints(
     )
     assert written == {0: True, 1: True} and not any(c.exists() for c in ckpts)
     assert [r["seed"] for r in out] == [0, 1] and not any(r["resumed"] for r in out)
+
+
+def test_registered_v3_suite_keeps_the_screen_it_was_registered_with() -> None:
+    """The ResNet-56 YAML's screen has moved on since benchmark v3 was registered; a resumed
+    cpu-v3 run must still screen as registered (reconstruction on 256 images, all of val)."""
+    from autoprune.config import load_config
+    from benchmarks.run import SUITES
+
+    spec = SUITES["cpu-v3"]
+    fidelity = load_config(spec["config"]).replace(**spec["overrides"]).fidelity
+    assert (fidelity.screen, fidelity.calibration_images, fidelity.screen_images) == (
+        "reconstruct",
+        256,
+        None,
+    )
