@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,16 +277,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "seconds": float(np.mean(timed)) if timed else None,
         }
 
-    seconds = {
-        **{_screen_label(n): [s[n]["seconds"] for s in screens] for n in SCREENS},
-        **{
-            _rung_label(k, steps): [s[k] if s else None for s in rung_seconds]
-            for k, steps in enumerate(rungs)
-        },
-    }
     proxies: dict[str, dict[str, Any]] = {
-        name: entry(_kind(name), scores, seconds.get(name))
-        for name, scores in _scores(screens, rungs, rung_scores).items()
+        name: entry(kind, scores, seconds)
+        for name, (kind, scores, seconds) in _proxies(
+            screens, rungs, rung_scores, rung_seconds
+        ).items()
     }
     if old is not None:
         proxies["v1: 80 steps, memorized validation"] = entry(
@@ -319,28 +315,41 @@ def _rung_label(k: int, steps: int) -> str:
     return f"rung {k}: {steps} steps"
 
 
-def _kind(label: str) -> str:
-    if label in ("MACs", "parameters"):
-        return "zero-cost"
-    return "rung" if label.startswith("rung ") else "screen"
-
-
-def _scores(
-    screens: list[dict[str, Any]], rungs: list[int], rung_scores: list[list[float]]
-) -> dict[str, list[float]]:
-    """Each proxy's score per candidate, under the name its table row has."""
+def _proxies(
+    screens: list[dict[str, Any]],
+    rungs: list[int],
+    rung_scores: list[list[float]],
+    rung_seconds: Sequence[Sequence[float | None] | None] | None = None,
+) -> dict[str, tuple[str, list[float], list[float | None] | None]]:
+    """Each proxy's kind, score per candidate and seconds per candidate (``None``: untimed),
+    under the name its table row has."""
     return {
-        "MACs": [s["macs"] for s in screens],
-        "parameters": [s["params"] for s in screens],
-        **{_screen_label(n): [s[n]["score"] for s in screens] for n in SCREENS},
-        **{_rung_label(k, steps): [r[k] for r in rung_scores] for k, steps in enumerate(rungs)},
+        "MACs": ("zero-cost", [s["macs"] for s in screens], None),
+        "parameters": ("zero-cost", [s["params"] for s in screens], None),
+        **{
+            _screen_label(n): (
+                "screen",
+                [s[n]["score"] for s in screens],
+                [s[n]["seconds"] for s in screens],
+            )
+            for n in SCREENS
+        },
+        **{
+            _rung_label(k, steps): (
+                "rung",
+                [r[k] for r in rung_scores],
+                [s[k] if s else None for s in rung_seconds] if rung_seconds else None,
+            )
+            for k, steps in enumerate(rungs)
+        },
     }
 
 
 def proxy_scores(out: dict[str, Any]) -> dict[str, list[float]]:
-    """:func:`_scores` read back from a study's results file (``candidates``)."""
+    """Each proxy's score per candidate, read back from a study's results file."""
     cands = out["candidates"]
-    return _scores([c["screens"] for c in cands], out["rungs"], [c["rungs"] for c in cands])
+    proxies = _proxies([c["screens"] for c in cands], out["rungs"], [c["rungs"] for c in cands])
+    return {name: scores for name, (_, scores, _) in proxies.items()}
 
 
 def frontier(proxies: dict[str, dict[str, Any]]) -> list[str]:
@@ -361,14 +370,14 @@ def frontier(proxies: dict[str, dict[str, Any]]) -> list[str]:
     )
 
 
-def _last_rung_seconds(out: dict[str, Any]) -> float | None:
+def last_rung_seconds(out: dict[str, Any]) -> float | None:
     """Seconds per candidate of the longest rung: the yardstick a screen's cost is read against."""
     return out["proxies"][_rung_label(len(out["rungs"]) - 1, out["rungs"][-1])]["seconds"]
 
 
 def _markdown(out: dict[str, Any]) -> str:
     prov = out["provenance"]
-    last = _last_rung_seconds(out)
+    last = last_rung_seconds(out)
     recipe = out["final_recipe"]
     md = [
         f"# Proxy → final: {out['model']} at {float(out['budget']):.0%} of dense latency",
@@ -434,7 +443,7 @@ def _plot(out: dict[str, Any], path: Path) -> None:
     from autoprune._io import write_with
 
     timed = {n: p for n, p in out["proxies"].items() if p["seconds"] is not None}
-    last = _last_rung_seconds(out)
+    last = last_rung_seconds(out)
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for name, p in timed.items():
         lo, hi = p.get("spearman_ci") or (p["spearman"], p["spearman"])

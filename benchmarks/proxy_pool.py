@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmarks._common import RESULTS, provenance, save
 from benchmarks._stats import mean_spearman_ci, spearman
-from benchmarks.proxy import _last_rung_seconds, proxy_scores
+from benchmarks.proxy import last_rung_seconds, proxy_scores
 
 
 def pool(studies: list[dict[str, Any]]) -> dict[str, Any]:
@@ -32,14 +32,15 @@ def pool(studies: list[dict[str, Any]]) -> dict[str, Any]:
         raise SystemExit("the studies were run at different budgets: pool one budget at a time")
     by_study = [proxy_scores(s) for s in studies]
     finals = [[c["final"]["val_acc"] for c in s["candidates"]] for s in studies]
+    lasts = [last_rung_seconds(s) for s in studies]
     names = [n for n in by_study[0] if all(n in b for b in by_study[1:])]
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
         groups = [(b[name], f) for b, f in zip(by_study, finals, strict=True)]
         each = [spearman(x, y) for x, y in groups]
         shares = []
-        for s in studies:
-            sec, last = s["proxies"][name]["seconds"], _last_rung_seconds(s)
+        for s, last in zip(studies, lasts, strict=True):
+            sec = s["proxies"][name]["seconds"]
             shares.append(sec / last if sec is not None and last else None)
         rows[name] = {
             "kind": studies[0]["proxies"][name]["kind"],
@@ -103,8 +104,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"no such study: {', '.join(missing)}")
     out = pool([json.loads(p.read_text()) for p in args.studies])
     out["provenance"] = provenance()
-    save(f"proxy-pooled-{out['budget']}", out, _markdown(out), folder=args.results)
-    print(_markdown(out))
+    md = _markdown(out)
+    save(f"proxy-pooled-{out['budget']}", out, md, folder=args.results)
+    print(md)
     return out
 
 
