@@ -228,6 +228,9 @@ def _preregistered(out: dict[str, Any], held: Cells, baselines: tuple[str, ...])
     budget: the primary method against the best of the baselines, paired on all held-out images."""
     pre = out["settings"].get("preregistered")
     if not pre:
+        follow = out["settings"].get("follow_up")
+        if follow:
+            return [f"A follow-up of a pre-registered suite, not part of its test: {follow}.", ""]
         return []
     md = ["## Pre-registered claim", "", pre["text"], ""]
     for budget in dict.fromkeys(r["budget"] for r, _ in held):

@@ -247,6 +247,11 @@ def final_settings(
             raise AutopruneError(f"--final-patience must be ≥ 0, got {patience}")
         spec["final_patience"] = patience
         tag += f"-p{patience}"
+    if tag and spec.get("preregistered"):
+        # The registration fixed the suite's own recipe: another recipe's finals are a
+        # follow-up, reported as such and never scored against the registered claim.
+        spec.pop("preregistered")
+        spec["follow_up"] = f"final recipe changed ({tag.lstrip('-')}) after the registration"
     return spec, tag
 
 

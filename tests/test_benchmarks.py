@@ -97,6 +97,22 @@ def test_more_seeds_and_a_longer_final_keep_the_suites_runs_apart() -> None:
     assert json.dumps(suite, sort_keys=True) == before  # the suite itself is left as it was
 
 
+def test_a_changed_final_recipe_is_never_scored_against_the_registered_claim() -> None:
+    """The registration fixed cpu-v3's 8-epoch finals: a longer final is a follow-up, and its
+    report says so instead of printing a verdict on the registered test."""
+    from benchmarks._report import _preregistered
+    from benchmarks.run import SUITES, final_settings
+
+    suite = SUITES["cpu-v3"]
+    assert final_settings(suite, [0], None)[0]["preregistered"] == suite["preregistered"]
+    spec, tag = final_settings(suite, [0], 24)
+    assert tag == "-24ep" and "preregistered" not in spec and "24ep" in spec["follow_up"]
+    md = _preregistered({"settings": spec}, [], ("uniform",))
+    assert md[0].startswith("A follow-up of a pre-registered suite, not part of its test")
+    assert not any("claim" in line for line in md)
+    assert "preregistered" in suite  # the suite itself keeps its registration
+
+
 def test_correctness_vectors_survive_packing() -> None:
     rng = np.random.default_rng(0)
     for n in (1, 8, 1017, 5000):
