@@ -151,10 +151,13 @@ def budget_table(
 
 
 def _epochs(out: dict[str, Any]) -> str:
-    per = out["settings"].get("final_epochs")
-    if not per:
-        return str(out["config"]["final_finetune"]["epochs"])
-    return ", ".join(f"{e} at {float(b):.0%}" for b, e in per.items())
+    """The final recipe's length at the budgets that have rows: one number where they agree."""
+    per = out["settings"].get("final_epochs") or {}
+    ran = [b for b in out["settings"]["budgets"] if any(r["budget"] == b for r in out["rows"])]
+    per = {b: per.get(b, out["config"]["final_finetune"]["epochs"]) for b in ran}
+    if len(set(per.values())) <= 1:
+        return f"{next(iter(per.values()), out['config']['final_finetune']['epochs']):g} epochs"
+    return ", ".join(f"{e:g} epochs at {float(b):.0%}" for b, e in per.items())
 
 
 def _early_stop(out: dict[str, Any]) -> str:
@@ -280,7 +283,7 @@ def markdown(out: dict[str, Any]) -> str:
         _search_text(out)
         + "*Proxy val* is the chosen candidate's score at the last rung. Its policy is fitted to "
         "the budget as measured beside the dense model, then fine-tuned with the final recipe "
-        f"({_epochs(out)} epochs, batch {ft['batch_size']}, lr {ft['lr']}, distillation "
+        f"({_epochs(out)}, batch {ft['batch_size']}, lr {ft['lr']}, distillation "
         f"{ft['distill']}, {_early_stop(out)}) with {_seeds(out)}. Accuracies are the "
         "mean over seeds with a 95 % bootstrap interval that resamples the test images and the "
         "seeds (so the fine-tune's seed-to-seed spread counts); *Δ* is the paired difference to "

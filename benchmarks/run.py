@@ -251,7 +251,10 @@ def final_settings(
         # The registration fixed the suite's own recipe: another recipe's finals are a
         # follow-up, reported as such and never scored against the registered claim.
         spec.pop("preregistered")
-        spec["follow_up"] = f"final recipe changed ({tag.lstrip('-')}) after the registration"
+        spec["follow_up"] = (
+            f"the final recipe changed ({tag.lstrip('-')}) after the registration; searches, "
+            "fits and latency rows are those of the registered run's work folder"
+        )
     return spec, tag
 
 

@@ -201,6 +201,8 @@ def test_spearman_interval_is_wide_for_a_dozen_and_narrow_for_many() -> None:
         "cpu-v2-matched-70-14ep",
         "cpu-v2-matched-70-14ep-p0",
         "cpu-v2-screen",
+        "cpu-v3",
+        "cpu-v3-24ep",
     ],
 )
 def test_committed_results_markdown_is_what_its_json_renders_to(name: str) -> None:
