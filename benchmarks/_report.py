@@ -197,9 +197,10 @@ def _search_text(out: dict[str, Any]) -> str:
     """How candidates were proposed and scored (the fidelity rungs, and a screening rung)."""
     cfg, s = out["config"], out["settings"]
     fid, ft = cfg["fidelity"], cfg["short_finetune"]
-    rules = [LABEL[m] for m in ("uniform", "global", "lamp") if m in s.get("methods", [])]
+    ran = {r["method"] for r in out["rows"]}  # the methods in this file, not all the suite's
+    rules = [LABEL[m] for m in ("uniform", "global", "lamp") if m in ran]
     screen = fid.get("screen", "none")
-    amc = "; AMC in a space of one ratio per layer" if screen != "none" else ""
+    amc = "; AMC in a space of one ratio per layer" if screen != "none" and "amc" in ran else ""
     text = (
         f"Each method proposes {s['trials']} candidates "
         f"({', '.join(rules) or 'uniform and global magnitude'}: one{amc}). "
