@@ -152,11 +152,12 @@ def budget_table(
 
 def _epochs(out: dict[str, Any]) -> str:
     """The final recipe's length at the budgets that have rows: one number where they agree."""
-    per = out["settings"].get("final_epochs") or {}
-    ran = [b for b in out["settings"]["budgets"] if any(r["budget"] == b for r in out["rows"])]
-    per = {b: per.get(b, out["config"]["final_finetune"]["epochs"]) for b in ran}
+    default = out["config"]["final_finetune"]["epochs"]
+    suite = out["settings"].get("final_epochs") or {}
+    ran = {r["budget"] for r in out["rows"]}
+    per = {b: suite.get(b, default) for b in out["settings"]["budgets"] if b in ran}
     if len(set(per.values())) <= 1:
-        return f"{next(iter(per.values()), out['config']['final_finetune']['epochs']):g} epochs"
+        return f"{next(iter(per.values()), default):g} epochs"
     return ", ".join(f"{e:g} epochs at {float(b):.0%}" for b, e in per.items())
 
 
