@@ -253,7 +253,7 @@ def final_settings(
         spec.pop("preregistered")
         spec["follow_up"] = (
             f"the final recipe changed ({tag.lstrip('-')}) after the registration; searches, "
-            "fits and latency rows are those of the registered run's work folder"
+            "fits and latency rows already in the work folder are reused, not rerun"
         )
     return spec, tag
 
