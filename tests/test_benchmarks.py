@@ -352,16 +352,25 @@ def test_final_jobs_run_as_ray_tasks_resumable_and_clear_their_checkpoints(
     assert [r["seed"] for r in out] == [0, 1] and not any(r["resumed"] for r in out)
 
 
-def test_registered_v3_suite_keeps_the_screen_it_was_registered_with() -> None:
-    """The ResNet-56 YAML's screen has moved on since benchmark v3 was registered; a resumed
-    cpu-v3 run must still screen as registered (reconstruction on 256 images, all of val)."""
+def test_registered_v3_suite_keeps_the_screen_and_final_it_was_registered_with() -> None:
+    """The ResNet-56 YAML's screen and final have moved on since benchmark v3 was registered; a
+    resumed cpu-v3 run must still screen (reconstruction on 256 images, all of val) and
+    fine-tune (8 epochs, whole schedule, batch 128, lr 0.01, distillation 0.5) as registered."""
     from autoprune.config import load_config
     from benchmarks.run import SUITES
 
     spec = SUITES["cpu-v3"]
-    fidelity = load_config(spec["config"]).replace(**spec["overrides"]).fidelity
+    cfg = load_config(spec["config"]).replace(**spec["overrides"])
+    fidelity, final = cfg.fidelity, cfg.final_finetune
     assert (fidelity.screen, fidelity.calibration_images, fidelity.screen_images) == (
         "reconstruct",
         256,
         None,
+    )
+    assert (final.epochs, final.patience, final.batch_size, final.lr, final.distill) == (
+        8,
+        0,
+        128,
+        0.01,
+        0.5,
     )
