@@ -150,6 +150,15 @@ def test_a_trial_lost_before_it_held_a_candidate_is_not_queued_again() -> None:
     study.tell(ruled, state=optuna.trial.TrialState.FAIL)
     retry(study, study.trials[ruled.number])
     assert study.trials[-1].number == ruled.number
+    # Evaluated and recorded, then failed as stale before its driver told the study (its
+    # heartbeats stalled): the record counts, and a copy would wait with every place taken.
+    done = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    done.set_user_attr("record", {"trial": done.number})
+    study.tell(done, state=optuna.trial.TrialState.FAIL)
+    retry(study, study.trials[done.number])
+    assert study.trials[-1].number == done.number
+    figures = accounting(study)  # the rule's candidate waits for its searcher's resume
+    assert figures["recorded"] == 1 and figures["unaccounted"] == [f"{ruled.number} FAIL"]
 
 
 def test_two_drivers_taking_the_last_place_at_once_keep_one_candidate(tmp_path: Path) -> None:

@@ -44,11 +44,16 @@ QUEUED_ATTRS = ("warm_start", "requeued_from")
 
 
 def worth_retrying(t: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial lost with its driver is queued again: only a sampler's candidate. One
-    without parameters proposed nothing (lost between asking and sampling); one the ledger made
-    for a searcher that proposes outside Optuna (rules, AMC, random) is proposed again by that
-    searcher on resume. Either copy would only be left waiting."""
-    return bool(t.params) and t.user_attrs.get("owner") != "ledger"
+    """Whether a trial lost with its driver is queued again: only a sampler's candidate that
+    was not evaluated yet. One without parameters proposed nothing (lost between asking and
+    sampling); one the ledger made for a searcher that proposes outside Optuna (rules, AMC,
+    random) is proposed again by that searcher on resume; one holding a record was evaluated
+    (its driver wrote the result, then its heartbeats stalled past the grace period before it
+    told the study), and the record counts among the search's candidates. Any such copy would
+    only be left waiting."""
+    return (
+        bool(t.params) and t.user_attrs.get("owner") != "ledger" and "record" not in t.user_attrs
+    )
 
 
 @contextmanager
