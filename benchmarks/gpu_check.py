@@ -263,9 +263,9 @@ def pipeline(plan: Plan, work: Path) -> dict[str, Any]:
     cfg["search"].update(trials=3 if plan.dry else 4, startup_trials=2, warm_start=[])
     cfg["fidelity"] = {"min_steps": 10, "rungs": 2, "reduction_factor": 2}
     batch = 16 if plan.dry else 128
-    cfg["short_finetune"]["batch_size"] = min(batch, cfg["short_finetune"]["batch_size"])
     cfg["final_finetune"] = {"steps": 5 if plan.dry else 20, "batch_size": batch}
     if plan.dry:
+        cfg["short_finetune"]["batch_size"] = batch
         cfg["model"] = "resnet8"  # random weights: a check of the commands, not of accuracy
     path = work / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
