@@ -86,21 +86,29 @@ def paired_diff(
     return _summary(float(np.mean(a) - np.mean(b)), acc_a - acc_b)
 
 
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """Each row's ranks from 0, ties sharing their mean rank (a run of c tied values from sorted
+    place k ranks k + (c - 1) / 2): exact, since the rows' values become integer codes first."""
+    m, n = a.shape
+    codes = np.unique(a, return_inverse=True)[1].reshape(m, n)
+    keys = (codes + np.arange(m)[:, None] * (codes.max() + 1)).ravel()  # rows never interleave
+    ordered = np.sort(keys)
+    first = np.searchsorted(ordered, keys, "left").reshape(m, n)
+    count = np.searchsorted(ordered, keys, "right").reshape(m, n) - first
+    return first - np.arange(m)[:, None] * n + (count - 1) / 2
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation of each row pair (replicates at once: a bootstrap is one call)."""
+    rx, ry = _ranks(x), _ranks(y)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    return (rx * ry).sum(axis=1) / np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+
+
 def spearman(x: list[float], y: list[float]) -> float:
     """Spearman rank correlation (average ranks for ties)."""
-
-    def ranks(v: list[float]) -> np.ndarray:
-        a = np.asarray(v, dtype=float)
-        order = a.argsort()
-        r = np.empty(len(a))
-        r[order] = np.arange(len(a))
-        for value in np.unique(a):  # ties share their mean rank
-            tie = a == value
-            r[tie] = r[tie].mean()
-        return r
-
-    rx, ry = ranks(x), ranks(y)
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(_spearman_rows(np.asarray([x], dtype=float), np.asarray([y], dtype=float))[0])
 
 
 def spearman_ci(
@@ -119,12 +127,18 @@ def mean_spearman_ci(
     Replicates whose draw leaves one side of a group constant (no ranks to correlate) are
     skipped."""
     data = [(np.asarray(x, dtype=float), np.asarray(y, dtype=float)) for x, y in groups]
-    rng, reps = np.random.default_rng(seed), []
-    for _ in range(boot):
-        draws = [(a[pick], b[pick]) for a, b in data for pick in [rng.integers(0, len(a), len(a))]]
-        if all(np.ptp(a) > 0 and np.ptp(b) > 0 for a, b in draws):
-            reps.append(np.mean([spearman(list(a), list(b)) for a, b in draws]))
-    lo, hi = np.percentile(reps, [2.5, 97.5])
+    rng = np.random.default_rng(seed)
+    picks: list[list[np.ndarray]] = [[] for _ in data]
+    for _ in range(boot):  # the draws in the order they have always been taken
+        for (a, _b), drawn in zip(data, picks, strict=True):
+            drawn.append(rng.integers(0, len(a), len(a)))
+    rho, ok = np.zeros(boot), np.ones(boot, dtype=bool)
+    for (a, b), drawn in zip(data, picks, strict=True):
+        xs, ys = a[np.stack(drawn)], b[np.stack(drawn)]
+        ok &= (np.ptp(xs, axis=1) > 0) & (np.ptp(ys, axis=1) > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):  # constant draws: skipped below
+            rho += _spearman_rows(xs, ys)
+    lo, hi = np.percentile(rho[ok] / len(data), [2.5, 97.5])
     return float(lo), float(hi)
 
 

@@ -138,6 +138,7 @@ def write_config(tmp_path: Path, **changes: object) -> Path:
     """A search-space YAML in ``tmp_path``: the shipped ResNet-20 one made small and fast."""
     cfg = yaml.safe_load((REPO / "search_spaces/resnet20_cifar10.yaml").read_text())
     cfg.update(profile=str(tmp_path / "profile.json"), profile_grid_points=3, budget="0.8")
+    cfg.update(measure_seconds=0.3)  # apply's device fit: a check of the loop, not a timing
     cfg["dataset"].update(val_size=64, train_limit=128)
     cfg["search"].update(trials=3, parallel=1, startup_trials=2)
     cfg["short_finetune"].update(steps=2, batch_size=16)

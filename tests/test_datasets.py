@@ -98,7 +98,9 @@ def test_your_model_on_your_images_search_apply_export_reload(tree: Path, tmp_pa
 
     cfg_data = yaml.safe_load((REPO / "search_spaces/resnet20_cifar10.yaml").read_text())
     cfg_data.update(model="tests.user_models:tiny_net", num_classes=3, budget="0.8")
-    cfg_data.update(profile=str(tmp_path / "profile.json"), profile_grid_points=3)
+    cfg_data.update(
+        profile=str(tmp_path / "profile.json"), profile_grid_points=3, measure_seconds=0.3
+    )
     cfg_data["dataset"] = {"name": "imagefolder", "root": str(tree), "image_size": 40}
     cfg_data["search"].update(trials=3, parallel=1, startup_trials=2)
     cfg_data["fidelity"] = {"min_steps": 1, "rungs": 2, "reduction_factor": 2}
