@@ -166,7 +166,7 @@ def test_two_node_cluster_worker_killed_mid_trial_is_retried(tmp_path: Path) -> 
 
     if ray.is_initialized():  # this test drives its own cluster through the CLI
         ray.shutdown()
-    cfg = _config(tmp_path, trials=4, steps=150, parallel=2)
+    cfg = _config(tmp_path, trials=4, steps=60, parallel=2)  # the kill lands in its first second
     run = tmp_path / "run"
     port = _free_port()
     temp_dir = tempfile.mkdtemp(prefix="apray", dir="/tmp")  # short: Ray's socket paths
