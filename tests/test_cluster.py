@@ -161,6 +161,35 @@ def test_a_trial_lost_before_it_held_a_candidate_is_not_queued_again() -> None:
     assert figures["recorded"] == 1 and figures["unaccounted"] == [f"{ruled.number} FAIL"]
 
 
+def test_a_trial_failed_as_stale_after_its_record_is_said_not_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A driver whose heartbeats stalled can see its trial failed as stale between storing the
+    record and telling the result: the record counts, the trial is not queued again, and the
+    driver says that the study holds the trial as FAIL while its own log says COMPLETE."""
+    import optuna
+
+    from autoprune.policy import PruningPolicy
+    from autoprune.search._base import Proposal
+    from autoprune.search.fidelity import Ledger, make_pruner, worth_retrying
+
+    ledger = Ledger(None, make_pruner("none", [1], 2))
+    prop = Proposal(0, PruningPolicy("resnet8", {"a": 0.4}))
+    ledger.open(prop, {"a": 0.9})
+    tell = ledger.study.tell
+
+    def stalled(trial: optuna.Trial, *args: object, **kwargs: object) -> object:
+        tell(trial.number, state=optuna.trial.TrialState.FAIL)  # the other driver, just now
+        return tell(trial, *args, **kwargs)
+
+    monkeypatch.setattr(ledger.study, "tell", stalled)
+    with pytest.warns(UserWarning, match="trial 0 is FAIL in the study"):
+        ledger.close(prop, "COMPLETE", [0.5], record={"trial": 0})
+    frozen = ledger.study.trials[0]
+    assert frozen.user_attrs["record"] == {"trial": 0} and not worth_retrying(frozen)
+    assert accounting(ledger.study)["unaccounted"] == []
+
+
 def test_two_drivers_taking_the_last_place_at_once_keep_one_candidate(tmp_path: Path) -> None:
     """Two drivers both counted one free place and both asked: trial numbers order them alike
     for both, the later gives its trial back (a queued one is queued again as it was), and the

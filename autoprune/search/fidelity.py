@@ -452,14 +452,18 @@ class Ledger:
         with quiet_optuna():
             if record is not None:
                 trial.set_user_attr("record", record)
-            try:
-                if state == "COMPLETE":
-                    self.study.tell(trial, values)
-                else:
-                    self.study.tell(trial, state=TrialState[state])
-            except RuntimeError as e:  # told already, before a connection dropped
-                if "finished" not in str(e).lower():
-                    raise
+            told = {"state": TrialState[state]} if state != "COMPLETE" else {"values": values}
+            try:  # skip_if_finished: told already (before a connection dropped), or failed stale
+                held = self.study.tell(trial, **told, skip_if_finished=True).state.name
+            except optuna.exceptions.UpdateFinishedTrialError:  # finished while being told
+                held = self.study.get_trials(deepcopy=False)[trial.number].state.name
+        if held != state:  # another driver failed it as stale between its record and its tell
+            warnings.warn(
+                f"trial {trial.number} is {held} in the study: another driver failed it as "
+                f"stale while it finished here; its record is kept and counts ({state} in "
+                "this run's trial log)",
+                stacklevel=2,
+            )
         self._open.pop(proposal.trial, None)
 
     # -- resume ------------------------------------------------------------------------------
