@@ -134,7 +134,8 @@ def mean_spearman_ci(
             drawn.append(rng.integers(0, len(a), len(a)))
     rho, ok = np.zeros(boot), np.ones(boot, dtype=bool)
     for (a, b), drawn in zip(data, picks, strict=True):
-        xs, ys = a[np.stack(drawn)], b[np.stack(drawn)]
+        pick = np.stack(drawn)
+        xs, ys = a[pick], b[pick]
         ok &= (np.ptp(xs, axis=1) > 0) & (np.ptp(ys, axis=1) > 0)
         with np.errstate(invalid="ignore", divide="ignore"):  # constant draws: skipped below
             rho += _spearman_rows(xs, ys)
