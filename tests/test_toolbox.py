@@ -98,8 +98,9 @@ def test_device_fit_of_several_policies_times_them_together(tmp_path: Path) -> N
             h for h in history if h["predicted_ms"] == LUTPredictor(profile).predict(policy)
         )
         assert kept["measured_ms"] <= (1 - 0.03 / 2) * kept["budget_ms"]
-    # the far-under-budget start was moved; both were timed in the first round
-    assert fitted[0][0].ratios != starts[0].ratios
+    # the far-under-budget start was moved to a fuller policy (which one is kept depends on
+    # timing noise: every move may read over the budget); both were timed in the first round
+    assert fitted[0][1][1]["predicted_ms"] > fitted[0][1][0]["predicted_ms"]
     assert fitted[0][1][0]["predicted_ms"] < fitted[1][1][0]["predicted_ms"]
 
 
