@@ -231,11 +231,11 @@ def native_bf16() -> bool:
 def readme_commands(dry: bool) -> list[list[str]]:
     """The commands of the README's "Targeting a GPU" block, as a CPU runs them when ``dry``
     (``cuda`` → ``cpu``, CUDA graphs → eager, one evaluation at a time, no GPU per trial, and
-    float32 where bfloat16 would be emulated: :func:`native_bf16`)."""
+    float32 where the dry :class:`Plan` leaves bfloat16 out)."""
     text = (REPO / "README.md").read_text()
     block = text.split("### Targeting a GPU", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     swap = {"cuda": "cpu", "cuda-graphs": "torch"}
-    if not native_bf16():
+    if "bfloat16" not in Plan(dry).dtypes:  # the plan decides, here as in the table
         swap["bfloat16"] = "float32"
     out = []
     for line in block.splitlines():
