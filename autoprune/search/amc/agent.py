@@ -32,7 +32,8 @@ class AMCSearcher(Searcher):
     """AMC-style RL search under the latency budget.
 
     Each ``ask`` rolls out one episode: the first ``warmup_episodes`` with uniformly random
-    actions, then the actor's action plus truncated-normal noise whose σ decays every episode.
+    actions, then the actor's action plus truncated-normal noise whose σ starts at ``noise_sigma``
+    and decays by ``noise_decay`` every episode after the warm-up (as AMC's reference code does).
     The episode's policy is moved onto the budget (:func:`fit_to_budget`, which keeps it
     feasible), and the transitions are replayed with the evaluated ratios. The episode's reward
     is the candidate's score at the first fidelity rung, which every candidate reaches (later
@@ -120,7 +121,8 @@ class AMCSearcher(Searcher):
         trial = self.next_trial
         self.next_trial += 1
         self.episodes += 1
-        self.sigma *= self.cfg.noise_decay
+        if self.episodes > self.cfg.warmup_episodes:  # the first noisy episode uses noise_sigma
+            self.sigma *= self.cfg.noise_decay
         policy = fit_to_budget(
             self.env.policy(), self.ctx.max_ratio, self.ctx.predictor, self.ctx.budget_ms
         )
