@@ -121,6 +121,8 @@ SUITES: dict[str, dict[str, Any]] = {
         "budgets": ["0.5", "0.35"],
         "seeds": [0, 1, 2],
         "trials": 300,
+        # Execution note 8: AMC cut at the 216 episodes logged by 02:30 UTC 2026-12-08, for cost.
+        "trials_cap": {"amc": 216},
         "fit": "joint",
         "methods": ["optuna", "amc", "random", "uniform", "global", "lamp"],
         "baselines": ["uniform", "global", "lamp"],
@@ -372,7 +374,12 @@ class Bench:
                     searcher,
                     pool,
                     log,
-                    int(own.get("search.trials", self.spec["trials"])),
+                    int(
+                        own.get(
+                            "search.trials",
+                            self.spec.get("trials_cap", {}).get(method, self.spec["trials"]),
+                        )
+                    ),
                     ledger=ledger,
                     rungs=rungs,
                     parallel=pool.slots,
