@@ -15,7 +15,8 @@ from autoprune.policy import PruningPolicy
 from autoprune.pruning import apply_policy
 from autoprune.records import TrialLog
 from autoprune.search.amc import AMCSearcher, PruningEnv
-from autoprune.search.fidelity import Ledger, make_pruner
+from autoprune.search.fidelity import Ledger, RungPruner, make_pruner
+from tests.conftest import FakeEvaluator
 
 FAST = AMCConfig(warmup_episodes=2, batch_size=8, net_arch=[16, 16], gradient_steps=2)
 
@@ -77,3 +78,29 @@ def test_td3_agent_runs_and_writes_nothing_outside_its_run_dir(
     summary, log = _run(tiny, tmp_path / "run", 3, td3)
     assert summary.finished == 3 and all(r["state"] == "COMPLETE" for r in log.records)
     assert list(scratch.iterdir()) == []
+
+
+def test_deferred_promotion_lets_the_agent_learn_from_every_screen_first(
+    tiny, tmp_path: Path
+) -> None:
+    """The README's remedy for a converged agent's costly episodes: with deferred promotion the
+    agent still learns from each episode's screen as it arrives, and only the best quarter of
+    the 8 episodes is fine-tuned afterwards (the best half of those to the last rung)."""
+    searcher = AMCSearcher(tiny.context(tmp_path, 0.3), FAST)
+    fake = FakeEvaluator(tiny.predictor, [la.name for la in tiny.layers])
+    calls: list[int | None] = []
+    learned: list[int] = []  # replay-buffer size when each fine-tune starts
+
+    def evaluate(policy: PruningPolicy, seed: int, steps: int | None):
+        calls.append(steps)
+        if steps:
+            learned.append(searcher._buffer().size())
+        return fake(policy, seed, steps)
+
+    rungs = [0, 2, 4]
+    ledger = Ledger(f"sqlite:///{tmp_path / 'study.db'}", RungPruner(rungs, [0.25, 0.5], True))
+    log = TrialLog(tmp_path, "amc")
+    run_search(searcher, LocalPool(evaluate), log, 8, ledger=ledger, rungs=rungs, parallel=2)
+    assert calls == [0] * 8 + [2, 2, 4]
+    assert searcher.episodes == 8 and learned == [8 * len(tiny.layers)] * 3
+    assert sorted(len(r["curve"]) for r in log.records) == [1] * 6 + [2, 3]
